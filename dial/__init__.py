@@ -1,0 +1,31 @@
+"""dialkit: `Dial(address)` turns an FMZ-style address string into a live connection.
+
+    from dial import Dial
+    ws = Dial("wss://host/ws|compress=gzip&reconnect=true&payload=...")
+    while True:
+        message = ws.read()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Dial", "DialError", "__version__", "last_error"]
+
+if TYPE_CHECKING:
+    from .dialer import Dial
+    from .errors import DialError, last_error
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so `import dial` costs nothing until something is dialled.
+    if name == "Dial":
+        from .dialer import Dial
+
+        return Dial
+    if name in ("DialError", "last_error"):
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'dial' has no attribute {name!r}")

@@ -1,0 +1,213 @@
+"""Parse an FMZ-style address into (scheme, target, options). No I/O happens here.
+
+Grammar::
+
+    scheme://target[|name=value&name=value...]
+    scheme://target[||name=value&name=value...]
+
+The target never contains ``|``, so the *first* ``|`` ends it; a second ``|`` right after it is
+part of the separator. Either form therefore accepts option values that contain ``|``.
+
+Values are taken literally (no percent-decoding). The one value that may contain ``&`` and
+``=`` is ``payload``: it runs up to the next ``&<known option>=`` or to the end of the string,
+so a JSON or query-string payload needs no escaping. Put ``payload`` last when in doubt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+from .errors import AddressError
+
+__all__ = ["Address", "Options", "parse", "redact", "split_host_port"]
+
+COMPRESS_CODECS = ("gzip", "gzip_raw", "deflate", "zlib")
+COMPRESS_MODES = ("recv", "send", "dual")
+PROXY_SCHEMES = ("socks5", "socks5h", "socks4", "http")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything after the ``|``. Field names are the Python spelling of the option names."""
+
+    compress: str | None = None
+    mode: str = "recv"
+    reconnect: bool = False
+    interval: int = 1000  # milliseconds between reconnect attempts
+    payload: str | None = None
+    proxy: str | None = None
+    enable_compression: bool = False  # permessage-deflate
+    verify: bool = True  # TLS certificate verification
+    given: frozenset[str] = field(default=frozenset(), compare=False)  # names the user set
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise AddressError(f"option {name}={value!r}: expected true or false")
+
+
+def _parse_choice(choices: tuple[str, ...]):
+    def parse(name: str, value: str) -> str:
+        if value not in choices:
+            raise AddressError(f"option {name}={value!r}: expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _parse_interval(name: str, value: str) -> int:
+    if not value.isdigit() or int(value) <= 0 or int(value) > 86_400_000:
+        raise AddressError(
+            f"option {name}={value!r}: expected milliseconds as a whole number > 0"
+        )
+    return int(value)
+
+
+def _parse_payload(name: str, value: str) -> str:
+    if value == "":
+        raise AddressError("option payload is empty")
+    return value
+
+
+def _parse_proxy(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in PROXY_SCHEMES:
+        raise AddressError(
+            f"option proxy: expected socks5://[user:password@]host:port, got scheme "
+            f"{parts.scheme or '(none)'!r}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise AddressError("option proxy: expected socks5://[user:password@]host:port")
+    return value
+
+
+# option name in the address -> (field name, value parser)
+OPTION_PARSERS = {
+    "compress": ("compress", _parse_choice(COMPRESS_CODECS)),
+    "mode": ("mode", _parse_choice(COMPRESS_MODES)),
+    "reconnect": ("reconnect", _parse_bool),
+    "interval": ("interval", _parse_interval),
+    "payload": ("payload", _parse_payload),
+    "proxy": ("proxy", _parse_proxy),
+    "enableCompression": ("enable_compression", _parse_bool),
+    "verify": ("verify", _parse_bool),
+}
+_OPTION_FIELDS = {f.name for f in fields(Options)}
+_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True)
+class Address:
+    scheme: str  # lower-cased, e.g. "wss"
+    target: str  # everything between "://" and the option separator
+    options: Options
+
+    @property
+    def url(self) -> str:
+        """The address without options, as the scheme's library expects it."""
+        return f"{self.scheme}://{self.target}"
+
+    def __repr__(self) -> str:
+        return f"Address({redact(self.url)!r})"
+
+
+def parse(address: object) -> Address:
+    """Split an address into scheme, target and validated options, or raise `AddressError`."""
+    if not isinstance(address, str):
+        raise AddressError(f"address must be a string, got {type(address).__name__}")
+    if "\x00" in address:
+        raise AddressError("address contains a NUL character")
+    stripped = address.strip()
+    if not stripped:
+        raise AddressError("address is empty")
+    target_part, bar, option_part = stripped.partition("|")
+    if bar and option_part.startswith("|"):
+        option_part = option_part[1:]
+    match = _SCHEME.match(target_part)
+    if not match:
+        raise AddressError(
+            f"address {redact(target_part)!r} has no scheme: expected scheme://target, "
+            "e.g. wss://host/path"
+        )
+    scheme = match.group(1).lower()
+    target = target_part[match.end() :]
+    if not target:
+        raise AddressError(f"address {scheme}:// has no target")
+    return Address(scheme, target, parse_options(option_part))
+
+
+def parse_options(text: str) -> Options:
+    values: dict[str, object] = {}
+    given: set[str] = set()
+    pos, end = 0, len(text)
+    while pos < end:
+        match = _NAME.match(text, pos)
+        if not match:
+            bad = text[pos:].split("&", 1)[0]
+            raise AddressError(f"option {bad!r} is not name=value")
+        name = match.group(1)
+        if name not in OPTION_PARSERS:
+            raise AddressError(
+                f"unknown option {name!r}; known options: {', '.join(OPTION_PARSERS)}"
+            )
+        if name in given:
+            raise AddressError(f"option {name!r} given twice")
+        start = match.end()
+        stop = _payload_end(text, start) if name == "payload" else text.find("&", start)
+        stop = end if stop < 0 else stop
+        field_name, parse_value = OPTION_PARSERS[name]
+        values[field_name] = parse_value(name, text[start:stop])
+        given.add(name)
+        pos = stop + 1
+    return Options(**values, given=frozenset(given))  # type: ignore[arg-type]
+
+
+def _payload_end(text: str, start: int) -> int:
+    pattern = re.compile("&(?:" + "|".join(map(re.escape, OPTION_PARSERS)) + ")=")
+    match = pattern.search(text, start)
+    return match.start() if match else -1
+
+
+def split_host_port(target: str, scheme: str, default_port: int | None = None) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) from the start of a target, validated."""
+    authority = target.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    try:
+        parts = urlsplit(f"//{authority}")
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise AddressError(f"{scheme}://{redact(target)}: bad host or port ({exc})") from None
+    if not host:
+        raise AddressError(f"{scheme}://{redact(target)}: missing host")
+    if port is None:
+        if default_port is None:
+            raise AddressError(f"{scheme}://{redact(target)}: missing port (expected host:port)")
+        port = default_port
+    if port == 0:
+        raise AddressError(f"{scheme}://{redact(target)}: port 0 is not dialable")
+    return host, port
+
+
+_USERINFO = re.compile(r"(//[^:/@\s|&]*:)[^@\s]*?@")
+_SECRET_PARAM = re.compile(
+    r"((?:password|passwd|pwd|pass|secret|secret_key|passphrase|token|sasl_password)=)"
+    r"[^&\s|;]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """Mask passwords in URLs (`//user:***@`) and in `password=` style parameters."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))

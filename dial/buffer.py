@@ -1,0 +1,162 @@
+"""The 2000-message drop-oldest ring buffer and the FMZ `read(timeout)` semantics.
+
+One producer (the event-loop thread) appends; any thread reads. The hand-off is built for
+throughput: `put` is a deque append plus a flag test, and a reader is woken only when it is
+actually parked, through a bare lock used as a binary semaphore. A reader that finds data never
+touches a lock, so a busy feed costs one wake-up per burst, not one per message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Union
+
+__all__ = ["CAPACITY", "Message", "MessageBuffer"]
+
+CAPACITY = 2000
+Message = Union[str, bytes]
+
+DISCONNECTED = ""  # what read() returns once the buffer is drained and the link is down
+
+
+class MessageBuffer:
+    """Bounded FIFO of received messages with FMZ read semantics."""
+
+    __slots__ = (
+        "_capacity",
+        "_items",
+        "_listeners",
+        "_guard",
+        "_parked",
+        "_wake",
+        "connected",
+        "dropped",
+        "received",
+    )
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        self._items: deque[Message] = deque()
+        self._wake = threading.Lock()
+        self._wake.acquire()  # locked == "no signal pending"
+        self._parked = 0  # readers blocked (or about to block) on _wake
+        self._guard = threading.Lock()  # protects _parked; taken only on the slow path
+        self._listeners: list[Callable[[], None]] = []
+        self.connected = True
+        self.dropped = 0
+        self.received = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # -- producer side (event-loop thread) ---------------------------------------------------
+
+    def put(self, message: Message) -> None:
+        items = self._items
+        if len(items) >= self._capacity:
+            try:
+                items.popleft()
+                self.dropped += 1
+            except IndexError:  # a reader emptied it meanwhile
+                pass
+        items.append(message)
+        self.received += 1
+        if self._parked:
+            self._signal()
+        if self._listeners:
+            self._notify_listeners()
+
+    def set_connected(self, connected: bool) -> None:
+        """Mark the link up or down; a parked reader wakes to see `""` once drained."""
+        self.connected = connected
+        if not connected:
+            self._signal()
+            self._notify_listeners()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` (from the producer thread) on every put and every disconnect."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        try:
+            self._listeners.remove(callback)
+        except ValueError:
+            pass
+
+    def _notify_listeners(self) -> None:
+        for callback in tuple(self._listeners):
+            callback()
+
+    def _signal(self) -> None:
+        try:
+            self._wake.release()
+        except RuntimeError:  # already signalled
+            pass
+
+    # -- consumer side (any thread) ---------------------------------------------------------
+
+    def read(self, timeout: float | int | None = None) -> Message | None:
+        """FMZ read(): None blocks; -1 oldest or None; -2 newest (rest discarded) or None;
+        N > 0 waits up to N milliseconds. Once drained and disconnected: `""` at once."""
+        items = self._items
+        try:
+            if timeout == -2:
+                return self._newest()
+            return items.popleft()
+        except IndexError:
+            pass
+        if not self.connected:
+            return DISCONNECTED
+        if timeout is None:
+            return self._wait(None)
+        if timeout < 0:  # -1 and any other negative: poll
+            return None
+        return self._wait(timeout / 1000.0)
+
+    def _newest(self) -> Message:
+        items = self._items
+        newest = items.pop()  # IndexError when empty, handled by the caller
+        skipped = len(items)
+        items.clear()
+        self.dropped += skipped
+        return newest
+
+    def _wait(self, seconds: float | None) -> Message | None:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        items = self._items
+        while True:
+            with self._guard:
+                self._parked += 1
+            try:
+                try:  # re-check after announcing ourselves, so no put is missed
+                    return items.popleft()
+                except IndexError:
+                    pass
+                if not self.connected:
+                    return DISCONNECTED
+                if deadline is None:
+                    self._wake.acquire()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not self._wake.acquire(timeout=remaining):
+                        try:
+                            return items.popleft()
+                        except IndexError:
+                            return None
+            finally:
+                with self._guard:
+                    self._parked -= 1
+                    others = self._parked
+                if others and (items or not self.connected):
+                    self._signal()  # hand the wake-up on to the next parked reader
+
+    def clear(self) -> int:
+        """Discard everything buffered; returns how many were discarded."""
+        count = len(self._items)
+        self._items.clear()
+        return count

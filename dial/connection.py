@@ -1,0 +1,150 @@
+"""The synchronous connection object returned by `Dial` for streaming schemes.
+
+`read()` never touches the event loop: it pops from the ring buffer the reactor fills.
+`write()` queues the message for the session's drain task and returns at once; it returns 0
+when the link is down or closed. `close()` may be called from any thread, any number of times,
+and releases a reader blocked in another thread.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from .address import redact
+from .buffer import Message, MessageBuffer
+from .reactor import reactor
+from .session import Session
+
+__all__ = ["Connection", "Stats"]
+
+#: writes queued but not yet sent before `write()` starts waiting for the sender to catch up
+OUTBOX_LIMIT = 10_000
+CLOSE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Stats:
+    connected: bool
+    messages_in: int
+    messages_out: int
+    bytes_out: int
+    buffered: int
+    dropped: int
+    reconnects: int
+    send_errors: int
+    last_error: str | None
+
+
+class Connection:
+    """A live link: `read(timeout)`, `write(data)`, `close()`; a context manager."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._buffer: MessageBuffer = session.buffer
+        self._closed = False
+        # A connection dropped without close() must not leave its socket and tasks behind.
+        weakref.finalize(self, _close_abandoned, session)
+
+    # -- the FMZ surface --------------------------------------------------------------------
+
+    def read(self, timeout: int | float | None = None) -> Message | None:
+        """None: block until a message; -1: oldest or None at once; -2: newest, discarding
+        the rest, or None; N > 0: wait up to N ms. Disconnected and drained: "" at once."""
+        return self._buffer.read(timeout)
+
+    def write(self, data: str | bytes, timeout: float | None = None) -> int:
+        """Send one message; returns its size in bytes, or 0 when it cannot be sent.
+
+        The message is queued for the reactor and `write` returns at once. Only when
+        `OUTBOX_LIMIT` messages are already waiting does it block, up to `timeout` seconds
+        (None: as long as the link is up), for the sender to catch up."""
+        session = self._session
+        if session.state != "open":
+            return 0
+        if isinstance(data, str):
+            size = len(data.encode())
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            data = bytes(data)
+            size = len(data)
+        else:
+            raise TypeError(f"write() takes str or bytes, not {type(data).__name__}")
+        if session.pending() >= OUTBOX_LIMIT and not self._wait_for_room(timeout):
+            return 0
+        session.enqueue(data)
+        return size
+
+    def _wait_for_room(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        session = self._session
+        while session.pending() >= OUTBOX_LIMIT:
+            if session.state != "open" or (deadline is not None and time.monotonic() > deadline):
+                return False
+            time.sleep(0.0005)
+        return True
+
+    def close(self) -> None:
+        """Close the link and free its resources; safe to call repeatedly and from any thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.set_connected(False)  # release blocked readers right away
+        if reactor.in_loop_thread():
+            reactor.submit(self._session.aclose())
+            return
+        try:
+            reactor.call(self._session.aclose(), CLOSE_TIMEOUT)
+        except (TimeoutError, RuntimeError):
+            pass
+
+    # -- extras ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._session.state == "open"
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded because the buffer was full (or skipped by read(-2))."""
+        return self._buffer.dropped
+
+    @property
+    def reconnects(self) -> int:
+        return self._session.reconnects
+
+    def stats(self) -> Stats:
+        session, buffer = self._session, self._buffer
+        return Stats(
+            connected=session.state == "open",
+            messages_in=buffer.received,
+            messages_out=session.messages_out,
+            bytes_out=session.bytes_out,
+            buffered=len(buffer),
+            dropped=buffer.dropped,
+            reconnects=session.reconnects,
+            send_errors=session.send_errors,
+            last_error=session.last_reason,
+        )
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._session.state
+        return f"<Connection {redact(self._session.address.url)} {state}>"
+
+    def __bool__(self) -> bool:  # FMZ: `if client:` tests that Dial succeeded
+        return True
+
+
+def _close_abandoned(session: Session) -> None:
+    if session.state != "closed":
+        try:
+            reactor.submit(session.aclose())
+        except RuntimeError:  # interpreter shutting down, loop gone
+            pass

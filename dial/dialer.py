@@ -1,0 +1,72 @@
+"""`Dial(address)`: parse, pick the transport, connect, and hand back a connection or None."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .address import parse, redact
+from .buffer import MessageBuffer
+from .connection import Connection
+from .errors import DialError, remember
+from .reactor import reactor
+from .session import Session, describe_error
+from .transports import load
+from .transports.base import DatabaseBackend
+
+__all__ = ["DEFAULT_TIMEOUT", "Dial"]
+
+log = logging.getLogger("dial")
+
+DEFAULT_TIMEOUT = 10.0  # seconds allowed for the first connect when Dial() is given none
+
+
+def Dial(  # noqa: N802 - FMZ's spelling
+    address: str | int,
+    timeout: float | None = None,
+    *,
+    raise_errors: bool = False,
+) -> Any:
+    """Connect to `address` and return a connection object, or None on failure.
+
+    The reason for a None is logged on the `dial` logger and kept for `dial.last_error()`;
+    with `raise_errors=True` a `DialError` carrying that reason is raised instead.
+    An int is a database handle from `conn.fd()`, reusing that database connection.
+    """
+    try:
+        connection = _dial(address, DEFAULT_TIMEOUT if timeout is None else float(timeout))
+    except Exception as exc:
+        reason = describe_error(exc)
+        shown = redact(address) if isinstance(address, str) else repr(address)
+        log.warning("Dial(%r) failed: %s", shown, reason)
+        remember(reason)
+        if raise_errors:
+            raise DialError(reason) from None
+        return None
+    remember(None)
+    return connection
+
+
+def _dial(address: str | int, timeout: float) -> Any:
+    if timeout <= 0:
+        raise DialError(f"timeout must be > 0 seconds, got {timeout:g}")
+    if isinstance(address, int) and not isinstance(address, bool):
+        from .database import reuse_handle
+
+        return reuse_handle(address)
+    parsed = parse(address)
+    transport_class = load(parsed.scheme)
+    if issubclass(transport_class, DatabaseBackend):
+        from .database import open_database
+
+        return open_database(transport_class(parsed), timeout)
+    transport = transport_class(parsed)
+    session = Session(parsed, transport, MessageBuffer())
+    try:
+        reactor.call(session.open(timeout), timeout + 5.0)
+    except TimeoutError:
+        reactor.submit(session.aclose())
+        raise DialError(f"{redact(parsed.url)}: no connection within {timeout:g} s") from None
+    connection = Connection(session)
+    reactor.track(connection)
+    return connection

@@ -1,0 +1,85 @@
+"""The tiny interfaces every transport implements. Transports know their protocol only:
+buffers, threads and reconnects belong to `dial.session` and `dial.connection`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ..address import Address
+from ..buffer import Message
+from ..errors import AddressError
+
+__all__ = ["DatabaseBackend", "Receiver", "StreamTransport"]
+
+
+class Receiver:
+    """What a transport reports to. Both callbacks run on the reactor thread.
+
+    `deliver(message)` hands over one received message (str when valid UTF-8, else bytes).
+    `lost(reason)` says the live link is gone (peer closed, error); call it at most once per
+    successful `connect()` and never after `close()` started.
+    """
+
+    deliver: Callable[[Message], None]
+
+    def lost(self, reason: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class StreamTransport(ABC):
+    """One streaming protocol (socket, WebSocket, broker).
+
+    The same instance is connected again after each loss, so `connect()` must (re)establish
+    everything a fresh link needs (handshake, subscriptions) and `close()` must release
+    everything of the current link and be safe to call twice.
+    """
+
+    #: option names (as written in the address) this transport accepts besides the
+    #: universal reconnect/interval/payload.
+    supported_options: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        unsupported = address.options.given - self.supported_options - UNIVERSAL_OPTIONS
+        if unsupported:
+            raise AddressError(
+                f"option {', '.join(sorted(unsupported))} is not supported for "
+                f"{address.scheme}://"
+            )
+
+    @abstractmethod
+    async def connect(self, receiver: Receiver) -> None:
+        """Open the link and start delivering; raise `ConnectError` (or OSError) on failure."""
+
+    @abstractmethod
+    async def send(self, data: Message) -> None:
+        """Send one message; raise on failure."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Tear down the current link, idempotently."""
+
+    def describe(self) -> str:
+        """Extra state for repr(), e.g. the subscribed topic."""
+        return ""
+
+
+class DatabaseBackend(ABC):
+    """One database driver behind `exec(sql, *params)`; see `dial.database`."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> Any: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+UNIVERSAL_OPTIONS = frozenset({"reconnect", "interval", "payload"})
