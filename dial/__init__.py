@@ -1,9 +1,9 @@
 """dialkit: `Dial(address)` turns an FMZ-style address string into a live connection.
 
-    from dial import Dial
-    ws = Dial("wss://host/ws|compress=gzip&reconnect=true&payload=...")
-    while True:
-        message = ws.read()
+from dial import Dial
+ws = Dial("wss://host/ws|compress=gzip&reconnect=true&payload=...")
+while True:
+    message = ws.read()
 """
 
 from __future__ import annotations

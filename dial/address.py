@@ -65,9 +65,7 @@ def _parse_choice(choices: tuple[str, ...]):
 
 def _parse_interval(name: str, value: str) -> int:
     if not value.isdigit() or int(value) <= 0 or int(value) > 86_400_000:
-        raise AddressError(
-            f"option {name}={value!r}: expected milliseconds as a whole number > 0"
-        )
+        raise AddressError(f"option {name}={value!r}: expected milliseconds as a whole number > 0")
     return int(value)
 
 

@@ -12,14 +12,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Union
 
-__all__ = ["CAPACITY", "Message", "MessageBuffer"]
+__all__ = ["CAPACITY", "Message", "MessageBuffer", "as_message"]
 
 CAPACITY = 2000
-Message = Union[str, bytes]
+Message = str | bytes
 
 DISCONNECTED = ""  # what read() returns once the buffer is drained and the link is down
+
+
+def as_message(data: bytes | bytearray | memoryview) -> Message:
+    """Received bytes as the user sees them: str when valid UTF-8, else the raw bytes."""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError:
+        return bytes(data)
 
 
 class MessageBuffer:
@@ -27,9 +34,9 @@ class MessageBuffer:
 
     __slots__ = (
         "_capacity",
+        "_guard",
         "_items",
         "_listeners",
-        "_guard",
         "_parked",
         "_wake",
         "connected",

@@ -21,7 +21,7 @@ log = logging.getLogger("dial")
 DEFAULT_TIMEOUT = 10.0  # seconds allowed for the first connect when Dial() is given none
 
 
-def Dial(  # noqa: N802 - FMZ's spelling
+def Dial(  # FMZ spells it with a capital D
     address: str | int,
     timeout: float | None = None,
     *,

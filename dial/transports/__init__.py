@@ -44,8 +44,6 @@ def load(scheme: str) -> Any:
     except ImportError as exc:
         if exc.name and not exc.name.startswith("dial"):
             hint = f"pip install 'dialkit[{extra}]'" if extra else "pip install dialkit"
-            raise MissingDependency(
-                f"{scheme}:// needs the {exc.name!r} package: {hint}"
-            ) from None
+            raise MissingDependency(f"{scheme}:// needs the {exc.name!r} package: {hint}") from None
         raise
     return getattr(module, class_name)

@@ -45,8 +45,7 @@ class StreamTransport(ABC):
         unsupported = address.options.given - self.supported_options - UNIVERSAL_OPTIONS
         if unsupported:
             raise AddressError(
-                f"option {', '.join(sorted(unsupported))} is not supported for "
-                f"{address.scheme}://"
+                f"option {', '.join(sorted(unsupported))} is not supported for {address.scheme}://"
             )
 
     @abstractmethod
