@@ -19,8 +19,11 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -409,6 +412,73 @@ class BackgroundLoop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
+
+
+class PluginHarness:
+    """The fake OKX plus a `PluginServer` on free ports, driven from synchronous tests.
+
+    Exchanges served: /OKX (the fake), /OKX-SLOW (0.5 s timeout), /OKX-DOWN (nothing listening),
+    /BARE (an `Exchange` overriding nothing) and /BUGGY (an adapter that crashes)."""
+
+    def __init__(self) -> None:
+        from dial.plugin import Exchange, PluginServer
+        from dial.plugin.okx import Okx
+
+        class Buggy(Exchange):
+            name = "BUGGY"
+
+            async def ticker(self, call: Any, symbol: Any) -> Any:
+                raise RuntimeError("adapter bug")
+
+        self.bg = BackgroundLoop()
+        self.fake = FakeOkx()
+        self.bg.run(self.fake.start())
+        with socket.socket() as probe:  # a port with nothing listening
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        exchanges = [
+            Okx(self.fake.url),
+            Okx(self.fake.url, name="OKX-SLOW", timeout=0.5),
+            Okx(f"http://127.0.0.1:{closed_port}", name="OKX-DOWN"),
+            Exchange(name="BARE"),
+            Buggy(),
+        ]
+        self.server = PluginServer(exchanges, "127.0.0.1", 0)
+        self.bg.run(self.server.start())
+        self.url = self.server.url
+
+    def post(
+        self, body: Any, path: str = "/OKX", headers: dict[str, str] | None = None,
+        method: str = "POST",
+    ) -> tuple[int, Any]:  # fmt: skip
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data if method == "POST" else None, method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, path: str = "/OKX",
+        key: str = API_KEY, secret: str = f"{SECRET},{PASSPHRASE}",
+        http_method: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        body = {"access_key": key, "secret_key": secret, "nonce": time.time_ns(),
+                "method": method, "params": params or {}}  # fmt: skip
+        headers = {"Http-Method": http_method} if http_method else None
+        status, answer = self.post(body, path, headers)
+        assert status == 200, (status, answer)
+        assert set(answer) in ({"data", "raw"}, {"error"}), answer
+        return answer
+
+    def close(self) -> None:
+        self.bg.run(self.server.stop())
+        self.bg.run(self.fake.stop())
+        self.bg.close()
 
 
 def main() -> None:
