@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from dial.plugin.masking import mask_headers
+from dial.plugin.masking import mask_headers, mask_params
 
 __all__ = [
     "Call",
@@ -290,7 +291,16 @@ class Exchange:
             headers.update(self.sign(call, method, request_path, body_text))
         url = URL(self.api_base + request_path, encoded=True)  # send exactly what was signed
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %s %s %s %s", self.name, method, url, mask_headers(headers), body_text)
+            shown = urlencode(mask_params(query)) if query else ""
+            log.debug(
+                "%s -> %s %s%s %s %s",
+                self.name,
+                method,
+                self.api_base + path,
+                f"?{shown}" if shown else "",
+                mask_headers(headers),
+                json.dumps(mask_params(body)) if isinstance(body, dict) else body_text,
+            )
         what = f"{method} {path}"
         try:
             async with self._session.request(
@@ -302,7 +312,8 @@ class Exchange:
         except asyncio.TimeoutError:
             raise UpstreamError(f"{self.name}: {what} timed out after {self.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error)
+            error = exc.os_error
+            reason = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
             raise UpstreamError(f"{self.name}: cannot reach {self.api_base}: {reason}") from None
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_SECRET_NAME = re.compile(r"secret|passphrase|password|passwd|sign|token|api[-_]?key|access", re.I)
+_SECRET_NAME = re.compile(r"secret|passphrase|password|passwd|sign|token|key", re.I)
 
 
 def mask(value: Any) -> str:
