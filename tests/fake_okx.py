@@ -414,7 +414,42 @@ class BackgroundLoop:
         self.loop.close()
 
 
-class PluginHarness:
+class PluginClient:
+    """Posts to a plugin server exactly as the FMZ docker does (blocking, for tests)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def post(
+        self, body: Any, path: str = "/OKX", headers: dict[str, str] | None = None,
+        method: str = "POST",
+    ) -> tuple[int, Any]:  # fmt: skip
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data if method == "POST" else None, method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, path: str = "/OKX",
+        key: str = API_KEY, secret: str = f"{SECRET},{PASSPHRASE}",
+        http_method: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        body = {"access_key": key, "secret_key": secret, "nonce": time.time_ns(),
+                "method": method, "params": params or {}}  # fmt: skip
+        headers = {"Http-Method": http_method} if http_method else None
+        status, answer = self.post(body, path, headers)
+        assert status == 200, (status, answer)
+        assert set(answer) in ({"data", "raw"}, {"error"}), answer
+        return answer
+
+
+class PluginHarness(PluginClient):
     """The fake OKX plus a `PluginServer` on free ports, driven from synchronous tests.
 
     Exchanges served: /OKX (the fake), /OKX-SLOW (0.5 s timeout), /OKX-DOWN (nothing listening),
@@ -445,35 +480,7 @@ class PluginHarness:
         ]
         self.server = PluginServer(exchanges, "127.0.0.1", 0)
         self.bg.run(self.server.start())
-        self.url = self.server.url
-
-    def post(
-        self, body: Any, path: str = "/OKX", headers: dict[str, str] | None = None,
-        method: str = "POST",
-    ) -> tuple[int, Any]:  # fmt: skip
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data if method == "POST" else None, method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )  # fmt: skip
-        try:
-            with urllib.request.urlopen(request, timeout=15) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def call(
-        self, method: str, params: dict[str, Any] | None = None, *, path: str = "/OKX",
-        key: str = API_KEY, secret: str = f"{SECRET},{PASSPHRASE}",
-        http_method: str | None = None,
-    ) -> dict[str, Any]:  # fmt: skip
-        body = {"access_key": key, "secret_key": secret, "nonce": time.time_ns(),
-                "method": method, "params": params or {}}  # fmt: skip
-        headers = {"Http-Method": http_method} if http_method else None
-        status, answer = self.post(body, path, headers)
-        assert status == 200, (status, answer)
-        assert set(answer) in ({"data", "raw"}, {"error"}), answer
-        return answer
+        super().__init__(self.server.url)
 
     def close(self) -> None:
         self.bg.run(self.server.stop())

@@ -270,6 +270,7 @@ class Exchange:
         body: Any = None,
         call: Call | None = None,
         signed: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """Send one request and return the JSON answer after `check()`.
 
@@ -282,7 +283,7 @@ class Exchange:
         query_string = urlencode({k: v for k, v in (query or {}).items() if v is not None})
         request_path = f"{path}?{query_string}" if query_string else path
         body_text = "" if body is None else json.dumps(body, separators=(",", ":"))
-        headers = self.headers(call)
+        headers = {**self.headers(call), **(headers or {})}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if signed:
