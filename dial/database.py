@@ -170,7 +170,8 @@ class _SharedConnection:
         except BaseException as exc:
             self.stale = True
             await self._close_backend()
-            raise ConnectError(f"connection lost and reconnect failed: {describe_error(exc)}") from None
+            reason = describe_error(exc)
+            raise ConnectError(f"connection lost and reconnect failed: {reason}") from None
         self.stale = False
         log.info("%s: reconnected", self.name)
 

@@ -35,13 +35,32 @@ _GO_DSN = re.compile(
 #: Go DSN parameters with a meaning here / accepted because they only tune the Go driver.
 SUPPORTED = frozenset({"charset", "timeout", "tls"})
 IGNORED = frozenset(
-    {"parseTime", "loc", "allowNativePasswords", "collation", "readTimeout", "writeTimeout",
-     "interpolateParams", "multiStatements", "columnsWithAlias", "maxAllowedPacket",
-     "allowOldPasswords", "checkConnLiveness"}
+    {
+        "parseTime",
+        "loc",
+        "allowNativePasswords",
+        "collation",
+        "readTimeout",
+        "writeTimeout",
+        "interpolateParams",
+        "multiStatements",
+        "columnsWithAlias",
+        "maxAllowedPacket",
+        "allowOldPasswords",
+        "checkConnLiveness",
+    }
 )
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 # Errors after which the link is gone (client-side codes 2006/2013/2055, or a read at EOF).
 _DISCONNECTS = {0, 2006, 2013, 2055}
+
+
+class _QuietCursor(aiomysql.Cursor):
+    """Skips the extra SHOW WARNINGS round trip aiomysql makes after a statement that warned
+    (it only turns them into Python warnings)."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
 
 
 def _seconds(value: str) -> float:
@@ -57,8 +76,9 @@ def parse_mysql_target(target: str) -> dict[str, Any]:
     text = target.strip()
     go = _GO_DSN.match(text)
     kwargs: dict[str, Any] = {"port": DEFAULT_PORT, "host": "localhost"}
-    if go and (go.group("net") or go.group("addr") is not None or text.startswith("/")
-               or "@/" in text):
+    if go and (
+        go.group("net") or go.group("addr") is not None or text.startswith("/") or "@/" in text
+    ):
         user, password = go.group("user"), go.group("password")
         net, addr = go.group("net") or "tcp", go.group("addr") or ""
         database, query = go.group("db"), go.group("params") or ""
@@ -135,15 +155,17 @@ class MysqlBackend(DatabaseBackend):
     @property
     def where(self) -> str:
         socket = self.settings.get("unix_socket")
-        return f"mysql {socket}" if socket else (
-            f"mysql {self.settings['host']}:{self.settings['port']}"
+        return (
+            f"mysql {socket}"
+            if socket
+            else (f"mysql {self.settings['host']}:{self.settings['port']}")
         )
 
     async def connect(self) -> None:
         try:
             self._connection = await aiomysql.connect(autocommit=True, **self.settings)
         except pymysql.err.MySQLError as exc:
-            code, message = (exc.args + ("", ""))[:2] if exc.args else (0, str(exc))
+            code, message = (*exc.args, "", "")[:2] if exc.args else (0, str(exc))
             raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
         except OSError as exc:
             raise ConnectError(f"{self.where}: {exc.strerror or exc}") from None
@@ -161,7 +183,7 @@ class MysqlBackend(DatabaseBackend):
             raise DialError("connection is closed")
         query = bind(sql, params, "format") if params else sql
         try:
-            cursor = await connection.cursor()
+            cursor = await connection.cursor(_QuietCursor)
             try:
                 await cursor.execute(query, params or None)
                 description = cursor.description
@@ -176,7 +198,8 @@ class MysqlBackend(DatabaseBackend):
             message = exc.args[1] if len(exc.args) > 1 else str(exc)
             if code in _DISCONNECTS:
                 connection.close()
-                raise DialError(f"mysql: connection lost: {message or 'server closed it'}") from None
+                reason = message or "the server closed it"
+                raise DialError(f"mysql: connection lost: {reason}") from None
             raise DialError(f"mysql: {message} (error {code})") from None
         except (OSError, RuntimeError) as exc:
             connection.close()

@@ -25,8 +25,17 @@ __all__ = ["PostgresBackend", "parse_postgres_target"]
 
 DEFAULT_PORT = 5432
 KEYS = frozenset(
-    {"host", "hostaddr", "port", "user", "password", "dbname", "sslmode", "connect_timeout",
-     "application_name"}
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "sslmode",
+        "connect_timeout",
+        "application_name",
+    }
 )
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _KEY_VALUE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
@@ -40,7 +49,7 @@ def _parse_key_value(text: str) -> dict[str, str]:
         match = _KEY_VALUE.match(text, pos)
         if not match:
             raise AddressError(
-                f"postgres://{redact(text)}: expected key=value pairs at {text[pos:pos + 20]!r}"
+                f"postgres://{redact(text)}: expected key=value pairs at {text[pos : pos + 20]!r}"
             )
         value = match.group(2)
         if value.startswith("'"):

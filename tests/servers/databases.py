@@ -61,7 +61,10 @@ def _postgres_bin(name: str) -> str:
 
 @dataclass
 class PrivatePostgres:
-    """A PostgreSQL cluster of our own (trust auth, database `test`) that tests may restart."""
+    """A PostgreSQL cluster of our own that tests may restart: database `test`, user
+    `postgres` with password `PASSWORD` over TCP (so a wrong password is refused)."""
+
+    PASSWORD = "s3cret"
 
     port: int = field(default_factory=free_port)
     data: Path = field(default_factory=lambda: temp_dir("pg-"))
@@ -70,11 +73,11 @@ class PrivatePostgres:
     def __post_init__(self) -> None:
         initdb = _postgres_bin("initdb")
         _chown(self.data, "postgres")
-        result = subprocess.run(
-            [*_as("postgres"), initdb, "-D", str(self.data / "db"), "-A", "trust", "-U", "postgres"],
-            capture_output=True,
-            text=True,
-        )
+        (self.data / "pw").write_text(self.PASSWORD)
+        _chown(self.data, "postgres")
+        argv = [*_as("postgres"), initdb, "-D", str(self.data / "db"), "-U", "postgres"]
+        argv += ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={self.data}/pw"]
+        result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode:
             unavailable(f"initdb failed: {result.stderr[-300:]}")
 
@@ -85,12 +88,8 @@ class PrivatePostgres:
         self.process = start(f"pg-{self.port}", argv, self.port, stop_signal=signal.SIGINT)
         if not hasattr(self, "_created"):
             psql = _postgres_bin("psql")
-            subprocess.run(
-                [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                 "CREATE DATABASE test"],
-                capture_output=True,
-                check=False,
-            )
+            argv = [*_as("postgres"), psql, "-h", str(self.data), "-p", str(self.port)]
+            subprocess.run([*argv, "-c", "CREATE DATABASE test"], capture_output=True, check=False)
             self._created = True
 
     def stop(self) -> None:
@@ -112,8 +111,14 @@ class PrivateMariadb:
         install = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
         _chown(self.data, "mysql")
         result = subprocess.run(
-            [install, "--no-defaults", f"--datadir={self.data}", "--user=mysql",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
             capture_output=True,
             text=True,
         )
@@ -124,9 +129,17 @@ class PrivateMariadb:
 
     def start(self) -> None:
         mariadbd = ensure_binary("mariadbd", "mariadb-server")
-        argv = [mariadbd, "--no-defaults", f"--datadir={self.data}", "--user=mysql",
-                "--bind-address=127.0.0.1", f"--port={self.port}",
-                f"--socket={self.data}/sock", "--skip-log-bin", "--innodb-buffer-pool-size=16M"]
+        argv = [
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={self.data}",
+            "--user=mysql",
+            "--bind-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--socket={self.data}/sock",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=16M",
+        ]
         self.process = start(f"maria-{self.port}", argv, self.port)
 
     def stop(self) -> None:
