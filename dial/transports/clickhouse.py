@@ -209,7 +209,7 @@ class ClickhouseBackend(DatabaseBackend):
                 verify=not s.get("skip_verify", False),
             )
             try:
-                client.connection.force_connect()  # fail in Dial, not at the first exec
+                client.connection.connect()  # fail in Dial, not at the first exec
             except BaseException:
                 client.disconnect()
                 raise

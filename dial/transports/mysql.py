@@ -10,6 +10,7 @@ The connection runs in autocommit mode (each `exec` commits, as with the Go driv
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -166,6 +167,9 @@ class MysqlBackend(DatabaseBackend):
             self._connection = await aiomysql.connect(autocommit=True, **self.settings)
         except pymysql.err.MySQLError as exc:
             code, message = (*exc.args, "", "")[:2] if exc.args else (0, str(exc))
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):  # e.g. 2003 "Can't connect": say why
+                message = f"{message}: {os.strerror(cause.errno) if cause.errno else cause}"
             raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
         except OSError as exc:
             raise ConnectError(f"{self.where}: {exc.strerror or exc}") from None

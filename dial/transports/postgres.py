@@ -10,6 +10,7 @@ query protocol and returns the status of its last statement.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -147,7 +148,7 @@ class PostgresBackend(DatabaseBackend):
         except asyncpg.PostgresError as exc:
             raise ConnectError(f"{self.where}: {exc}") from None
         except (OSError, asyncpg.InterfaceError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
             raise ConnectError(f"{self.where}: {reason or type(exc).__name__}") from None
 
     def alive(self) -> bool:
