@@ -16,6 +16,7 @@ statement (server restarted) is reconnected first, so `exec` recovers without a 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import re
@@ -33,6 +34,7 @@ from .transports.base import DatabaseBackend
 __all__ = [
     "DatabaseConnection",
     "Result",
+    "listify",
     "open_database",
     "release",
     "reuse_handle",
@@ -45,6 +47,18 @@ log = logging.getLogger("dial")
 
 Result = dict[str, Any]
 CLOSE_TIMEOUT = 10.0
+
+
+def listify(rows: Any) -> list[list[Any]]:
+    """Driver rows (tuples, records) -> lists. The cyclic GC is paused meanwhile: building
+    100k fresh lists otherwise triggers repeated collections that cost more than the copy."""
+    if not gc.isenabled():
+        return list(map(list, rows))
+    gc.disable()
+    try:
+        return list(map(list, rows))
+    finally:
+        gc.enable()
 
 
 def rows_result(columns: list[str], values: list[list[Any]]) -> Result:
@@ -272,7 +286,12 @@ class DatabaseConnection:
                 raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
             if not sql.strip():
                 raise DialError("exec() got an empty statement")
-            result = reactor.call(self._shared.run(sql, params), timeout)
+            shared = self._shared
+            direct = getattr(shared.backend, "execute_blocking", None)
+            if direct is not None and not shared.closed:
+                result = direct(sql, params, timeout)  # the backend's own worker thread
+            else:
+                result = reactor.call(shared.run(sql, params), timeout)
         except Exception as exc:
             return self._fail(exc, timeout)
         remember(None)

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
+from struct import error as struct_error
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -28,7 +29,7 @@ from clickhouse_connect.driver.summary import QuerySummary
 from clickhouse_driver import errors as driver_errors
 
 from ..address import Address, redact
-from ..database import Result, bind, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -115,6 +116,22 @@ def _short(exc: BaseException) -> str:
     text = re.sub(r"^(Code: \d+\.\s*)?(DB::Exception:\s*)?", "", text.strip())
     text = " ".join(text.split())
     return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _statement_error(exc: Exception) -> Exception:
+    """A driver exception -> DialError with a one-line reason (others pass through)."""
+    if isinstance(exc, DialError | TimeoutError):
+        return exc
+    if isinstance(exc, driver_errors.NetworkError | driver_errors.SocketTimeoutError | EOFError):
+        return DialError(f"clickhouse: connection lost: {_short(exc)}")
+    if isinstance(exc, driver_errors.ServerException):
+        return DialError(f"clickhouse: {_short(exc)} (code {exc.code})")
+    if isinstance(exc, driver_errors.Error | ClickHouseError | OSError):
+        return DialError(f"clickhouse: {_short(exc)}")
+    if isinstance(exc, TypeError | ValueError | AttributeError | KeyError | struct_error):
+        # clickhouse-driver packs parameters by column type and complains this way.
+        return DialError(f"clickhouse: bad parameter for this statement: {exc}")
+    return exc
 
 
 def _returns_rows(sql: str) -> bool:
@@ -235,15 +252,22 @@ class ClickhouseBackend(DatabaseBackend):
         blocking = self._native if self.kind == "tcp" else self._connect_client
         try:
             return await self._in_worker(blocking, sql, params)
-        except (driver_errors.NetworkError, driver_errors.SocketTimeoutError, EOFError) as exc:
-            raise DialError(f"clickhouse: connection lost: {_short(exc)}") from None
-        except driver_errors.ServerException as exc:
-            raise DialError(f"clickhouse: {_short(exc)} (code {exc.code})") from None
-        except (driver_errors.Error, ClickHouseError, OSError) as exc:
-            raise DialError(f"clickhouse: {_short(exc)}") from None
-        except (TypeError, ValueError, AttributeError, KeyError) as exc:
-            # clickhouse-driver packs parameters by column type and complains this way.
-            raise DialError(f"clickhouse: bad parameter for this statement: {exc}") from None
+        except Exception as exc:
+            raise _statement_error(exc) from None
+
+    def execute_blocking(self, sql: str, params: tuple[Any, ...], timeout: float | None) -> Result:
+        """The same, called straight from the user's thread: the statement runs on this
+        connection's worker either way, so the reactor hop would only add latency."""
+        executor = self._executor
+        if executor is None:
+            raise DialError("connection is closed")
+        blocking = self._native if self.kind == "tcp" else self._connect_client
+        try:
+            return executor.submit(blocking, sql, params).result(timeout)
+        except RuntimeError:  # executor shut down by a concurrent close()
+            raise DialError("connection is closed") from None
+        except Exception as exc:
+            raise _statement_error(exc) from None
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -288,7 +312,7 @@ class ClickhouseBackend(DatabaseBackend):
                 known_rows = len(tuples)
         rows, columns = client.execute(query, with_column_types=True)
         if columns:
-            return rows_result([c[0] for c in columns], list(map(list, rows)))
+            return rows_result([c[0] for c in columns], listify(rows))
         if known_rows is None:
             last = client.last_query
             known_rows = last.progress.written_rows if last is not None else 0
@@ -308,7 +332,7 @@ class ClickhouseBackend(DatabaseBackend):
             if not columns:  # an empty result carries no header; ask for it
                 described = client.query(f"DESCRIBE TABLE ({query})", parameters=values)
                 columns = [row[0] for row in described.result_rows]
-            return rows_result(columns, list(map(list, result.result_rows)))
+            return rows_result(columns, listify(result.result_rows))
         summary = client.command(query, parameters=values)
         written = summary.written_rows if isinstance(summary, QuerySummary) else 0
         if not written:

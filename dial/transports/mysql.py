@@ -19,7 +19,7 @@ import aiomysql
 import pymysql
 
 from ..address import Address, redact
-from ..database import Result, bind, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -194,7 +194,7 @@ class MysqlBackend(DatabaseBackend):
                 if description is None:
                     return status_result(cursor.rowcount)
                 rows = await cursor.fetchall()
-                return rows_result([d[0] for d in description], list(map(list, rows)))
+                return rows_result([d[0] for d in description], listify(rows))
             finally:
                 await cursor.close()
         except pymysql.err.MySQLError as exc:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import asyncpg
 
 from ..address import Address, redact
-from ..database import Result, bind, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -169,7 +169,7 @@ class PostgresBackend(DatabaseBackend):
                     raise
                 return status_result(_rowcount(await connection.execute(sql)))
             if records:
-                return rows_result(list(records[0].keys()), list(map(list, records)))
+                return rows_result(list(records[0].keys()), listify(records))
             statement = await connection._prepare(query, use_cache=True)
             attributes = statement.get_attributes()
             if attributes:

@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from ..address import Address
-from ..database import Result, bind, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -75,7 +75,7 @@ def _run(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> R
         description = cursor.description
         if description is None:
             return status_result(cursor.rowcount)
-        return rows_result([d[0] for d in description], list(map(list, cursor.fetchall())))
+        return rows_result([d[0] for d in description], listify(cursor.fetchall()))
     finally:
         cursor.close()
 
