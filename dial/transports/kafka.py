@@ -38,6 +38,7 @@ DEFAULT_PORT = 9092
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 REQUEST_TIMEOUT_MS = 10_000
 CLOSE_TIMEOUT = 3.0
+LOST_CLOSE_TIMEOUT = 0.5
 METADATA_TIMEOUT = 10.0
 FETCH_WAIT_MS = 100  # how long the broker holds an empty fetch: the idle-latency bound
 BROKEN = (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT)
@@ -75,6 +76,7 @@ class KafkaTransport(StreamTransport):
         self._consumer: Any = None
         self._fetcher: asyncio.Task[None] | None = None
         self._receiver: Receiver | None = None
+        self._broken = False
 
     @property
     def where(self) -> str:
@@ -139,10 +141,14 @@ class KafkaTransport(StreamTransport):
     async def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
         first = not self._positions
+        if not first:  # a cursor outside the log (retention, or a broker that lost its data)
+            starts = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             known = self._positions.get(tp)
             if known is not None:
-                consumer.seek(tp, known)
+                inside = starts[tp] <= known <= ends[tp]
+                consumer.seek(tp, known if inside else starts[tp])
             elif first and self.offset == "latest":
                 await consumer.seek_to_end(tp)
             else:  # earliest, or a partition added since the first connect
@@ -196,6 +202,7 @@ class KafkaTransport(StreamTransport):
     def _lose(self, receiver: Receiver, reason: str) -> None:
         if self._receiver is receiver:
             self._receiver = None
+            self._broken = True
             receiver.lost(reason)
 
     async def send(self, data: Message) -> None:
@@ -215,15 +222,42 @@ class KafkaTransport(StreamTransport):
             await asyncio.gather(fetcher, return_exceptions=True)
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
-        for part in (consumer, producer):
-            if part is not None:
-                try:
-                    await asyncio.wait_for(part.stop(), CLOSE_TIMEOUT)
-                except (Exception, asyncio.CancelledError):
-                    pass
+        # A producer's stop() flushes queued batches and would wait out the request timeout
+        # when the broker is gone: give it little time after a loss, then close its client
+        # (metadata task, sockets) in any case.
+        grace = LOST_CLOSE_TIMEOUT if self._broken else CLOSE_TIMEOUT
+        self._broken = False
+        for part, client in ((consumer, _client_of(consumer)), (producer, _client_of(producer))):
+            if part is None:
+                continue
+            await _quietly(part.stop(), grace)
+            sender = getattr(part, "_sender", None)
+            task = getattr(sender, "sender_task", None)
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await _quietly(client.close(), CLOSE_TIMEOUT)
 
     def describe(self) -> str:
         return f"topic={self.topic}" + (f" group={self.group}" if self.group else "")
+
+
+async def _quietly(step: Any, seconds: float) -> None:
+    """Run a library shutdown step, bounded in time; its errors do not matter. aiokafka's
+    producer.stop() can raise CancelledError of its own (it awaits a task it cancelled):
+    swallow that, but not a cancellation of the task running us."""
+    try:
+        await asyncio.wait_for(step, seconds)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and getattr(current, "cancelling", lambda: 0)():
+            raise
+    except Exception:
+        pass
+
+
+def _client_of(part: Any) -> Any:
+    return getattr(part, "client", None) or getattr(part, "_client", None)
 
 
 def _watch_connections(client: Any, callback: Any) -> None:

@@ -145,4 +145,6 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return os_reason(exc)
     text = str(exc).strip() or exc.__class__.__name__
+    if "authorization violation" in text.lower():
+        return "authorization failed (wrong user, password or token)"
     return text.removeprefix("nats: ")
