@@ -15,6 +15,7 @@ from typing import Any
 import aio_pika
 import aiormq
 import aiormq.exceptions
+from aio_pika.connection import make_url
 from aio_pika.exceptions import ChannelClosed
 from pamqp.commands import Basic
 
@@ -73,19 +74,22 @@ class AmqpTransport(StreamTransport):
 
     async def connect(self, receiver: Receiver) -> None:
         await self.close()
+        # aio_pika.connect() in pieces: a connection that failed to open must still be
+        # closed here, or its __del__ schedules a close() coroutine nobody awaits.
+        url = make_url(
+            host=self.host,
+            port=self.port,
+            login=self.user,
+            password=self.password,
+            virtualhost=self.vhost,
+        )
+        connection = aio_pika.Connection(url, client_properties={"connection_name": "dialkit"})
         try:
-            connection = await aio_pika.connect(
-                host=self.host,
-                port=self.port,
-                login=self.user,
-                password=self.password,
-                virtualhost=self.vhost,
-                timeout=CONNECT_TIMEOUT,
-                client_properties={"connection_name": "dialkit"},
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+            await connection.connect(timeout=CONNECT_TIMEOUT)
+        except BaseException as exc:
+            await _close_quietly(connection)
+            if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
+                raise
             raise ConnectError(f"{self.where}: {describe(exc)}") from None
         self._connection = connection
         try:
@@ -171,14 +175,19 @@ class AmqpTransport(StreamTransport):
         connection, self._connection = self._connection, None
         self._underlay = None
         self._receiver = None
-        if connection is not None and not connection.is_closed:
-            try:
-                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
-            except Exception:
-                pass
+        if connection is not None:
+            await _close_quietly(connection)
 
     def describe(self) -> str:
         return f"queue={self.queue}" + (f" exchange={self.exchange}" if self.exchange else "")
+
+
+async def _close_quietly(connection: Any) -> None:
+    if not connection.is_closed:
+        try:
+            await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
+        except Exception:
+            pass
 
 
 async def _exists(connection: Any, kind: str, name: str) -> bool:

@@ -16,6 +16,7 @@ connection to the session (which reconnects when `reconnect=true`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 from typing import Any
@@ -33,11 +34,14 @@ from .base import Receiver, StreamTransport
 
 __all__ = ["KafkaTransport"]
 
+log = logging.getLogger("dial")
+
 QUERY = frozenset({"group", "offset"})
 DEFAULT_PORT = 9092
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 REQUEST_TIMEOUT_MS = 10_000
 CLOSE_TIMEOUT = 3.0
+MAX_BATCH_BYTES = 256 * 1024  # below the 1 MiB default message.max.bytes of a topic
 LOST_CLOSE_TIMEOUT = 0.5
 METADATA_TIMEOUT = 10.0
 FETCH_WAIT_MS = 100  # how long the broker holds an empty fetch: the idle-latency bound
@@ -77,6 +81,9 @@ class KafkaTransport(StreamTransport):
         self._fetcher: asyncio.Task[None] | None = None
         self._receiver: Receiver | None = None
         self._broken = False
+        self._batch: Any = None
+        self._shipping: set[asyncio.Task[None]] = set()
+        self._ship_lock = asyncio.Lock()
 
     @property
     def where(self) -> str:
@@ -97,6 +104,7 @@ class KafkaTransport(StreamTransport):
             client_id="dialkit",
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             enable_idempotence=False,
+            max_batch_size=MAX_BATCH_BYTES,
         )
         self._producer = producer
         _watch_connections(producer.client, self._on_broker_link_closed)
@@ -206,16 +214,56 @@ class KafkaTransport(StreamTransport):
             receiver.lost(reason)
 
     async def send(self, data: Message) -> None:
+        """Append to an open batch (no await); the batch is handed to aiokafka once the
+        current burst of writes is done, or as soon as it is full."""
         producer = self._producer
         if producer is None or self._receiver is None:
             raise ConnectionError("kafka link is down")
         body = data.encode() if isinstance(data, str) else data
-        # send() only appends to aiokafka's batch; delivery is awaited by nobody, failures
-        # surface as a broken broker connection.
-        await producer.send(self.topic, body, partition=self._partition)
+        batch = self._batch
+        if batch is None:
+            batch = self._open_batch(producer)
+        if batch.append(key=None, value=body, timestamp=None) is None:  # full
+            self._batch = None
+            await self._ship(batch)
+            batch = self._open_batch(producer)
+            if batch.append(key=None, value=body, timestamp=None) is None:
+                self._batch = None
+                raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
+
+    def _open_batch(self, producer: Any) -> Any:
+        self._batch = producer.create_batch()
+        asyncio.get_running_loop().call_soon(self._ship_open_batch)
+        return self._batch
+
+    def _ship_open_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is not None and batch.record_count():
+            task = asyncio.ensure_future(self._ship(batch))
+            self._shipping.add(task)
+            task.add_done_callback(self._shipping.discard)
+
+    async def _ship(self, batch: Any) -> None:
+        async with self._ship_lock:  # FIFO: batches reach aiokafka in the order written
+            producer = self._producer
+            if producer is None:
+                return
+            batch.close()
+            try:
+                await producer.send_batch(batch, self.topic, partition=self._partition)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # delivery problems also show as a broken connection
+                log.warning("%s: produce failed: %s", self.where, describe(exc))
 
     async def close(self) -> None:
         self._receiver = None
+        self._batch = None
+        shipping = list(self._shipping)
+        if shipping:  # let queued batches reach aiokafka before its producer stops
+            await asyncio.wait(shipping, timeout=CLOSE_TIMEOUT)
+            for task in shipping:
+                task.cancel()
         fetcher, self._fetcher = self._fetcher, None
         if fetcher is not None:
             fetcher.cancel()
