@@ -128,9 +128,7 @@ class MessageBuffer:
     def _newest(self) -> Message:
         items = self._items
         newest = items.pop()  # IndexError when empty, handled by the caller
-        skipped = len(items)
-        items.clear()
-        self.dropped += skipped
+        items.clear()  # asked for by the reader, so not counted as dropped
         return newest
 
     def _wait(self, seconds: float | None) -> Message | None:

@@ -107,7 +107,7 @@ class Connection:
 
     @property
     def dropped(self) -> int:
-        """Messages discarded because the buffer was full (or skipped by read(-2))."""
+        """Messages discarded because the buffer was full (read(-2) skips are not counted)."""
         return self._buffer.dropped
 
     @property

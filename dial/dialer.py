@@ -34,7 +34,9 @@ def Dial(  # FMZ spells it with a capital D
     An int is a database handle from `conn.fd()`, reusing that database connection.
     """
     try:
-        connection = _dial(address, DEFAULT_TIMEOUT if timeout is None else float(timeout))
+        connection = _dial(
+            address, DEFAULT_TIMEOUT if timeout is None else float(timeout), raise_errors
+        )
     except Exception as exc:
         reason = describe_error(exc)
         shown = redact(address) if isinstance(address, str) else repr(address)
@@ -47,19 +49,19 @@ def Dial(  # FMZ spells it with a capital D
     return connection
 
 
-def _dial(address: str | int, timeout: float) -> Any:
+def _dial(address: str | int, timeout: float, raise_errors: bool = False) -> Any:
     if timeout <= 0:
         raise DialError(f"timeout must be > 0 seconds, got {timeout:g}")
     if isinstance(address, int) and not isinstance(address, bool):
         from .database import reuse_handle
 
-        return reuse_handle(address)
+        return reuse_handle(address, raise_errors)
     parsed = parse(address)
     transport_class = load(parsed.scheme)
     if issubclass(transport_class, DatabaseBackend):
         from .database import open_database
 
-        return open_database(transport_class(parsed), timeout)
+        return open_database(transport_class(parsed), timeout, raise_errors)
     transport = transport_class(parsed)
     session = Session(parsed, transport, MessageBuffer())
     try:

@@ -1,0 +1,52 @@
+"""Per-message payload codecs for `compress=` (applied by the WebSocket transport).
+
+`gzip` is RFC 1952 (Huobi), `gzip_raw` raw DEFLATE, RFC 1951 (OKX), `deflate`/`zlib` the
+zlib-wrapped RFC 1950 stream HTTP calls deflate. Decoding is lenient on purpose: a frame that
+is not compressed (OKX's plain `pong`, a text frame) passes through untouched.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+
+__all__ = ["Codec", "get_codec"]
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "gzip_raw": -zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_WBITS["zlib"] = _WBITS["deflate"]
+
+
+class Codec:
+    """Compress/decompress whole messages with one zlib container format."""
+
+    __slots__ = ("decode", "encode", "name")
+
+    def __init__(self, name: str) -> None:
+        wbits = _WBITS[name]
+        self.name = name
+        self.decode: Callable[[bytes], bytes] = _decoder(wbits)
+        self.encode: Callable[[bytes], bytes] = _encoder(wbits)
+
+
+def _decoder(wbits: int) -> Callable[[bytes], bytes]:
+    decompress, error = zlib.decompress, zlib.error
+
+    def decode(data: bytes) -> bytes:
+        try:
+            return decompress(data, wbits)
+        except error:
+            return data
+
+    return decode
+
+
+def _encoder(wbits: int) -> Callable[[bytes], bytes]:
+    def encode(data: bytes) -> bytes:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
+        return compressor.compress(data) + compressor.flush()
+
+    return encode
+
+
+def get_codec(name: str | None) -> Codec | None:
+    return None if name is None else Codec(name)

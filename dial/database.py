@@ -1,0 +1,386 @@
+"""The synchronous database connection behind `Dial("sqlite3://...")` and friends.
+
+A `DatabaseConnection` is a thin facade over one `_SharedConnection`: the real driver
+connection (a `DatabaseBackend`) living on the reactor loop. Several facades may share it:
+`fd()` registers it under an integer handle and `Dial(handle)` returns a new facade on it.
+
+Lifetime rule: without `fd()`, closing the last facade closes the database connection. Once
+`fd()` has been called the connection is *pinned*: closing facades no longer closes it, so
+`Dial(handle)` keeps working (an in-memory sqlite database survives) until `release()` is
+called (on any facade, or `dial.database.release(handle)`) or the process exits.
+
+Statements on one database connection are serialised; a connection found dead before a
+statement (server restarted) is reconnected first, so `exec` recovers without a new `Dial`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import re
+import threading
+import weakref
+from functools import lru_cache
+from typing import Any
+
+from .address import redact
+from .errors import ConnectError, DialError, remember
+from .reactor import reactor
+from .session import describe_error
+from .transports.base import DatabaseBackend
+
+__all__ = [
+    "DatabaseConnection",
+    "Result",
+    "listify",
+    "open_database",
+    "release",
+    "reuse_handle",
+    "rows_result",
+    "status_result",
+    "translate_placeholders",
+]
+
+log = logging.getLogger("dial")
+
+Result = dict[str, Any]
+CLOSE_TIMEOUT = 10.0
+
+
+def listify(rows: Any) -> list[list[Any]]:
+    """Driver rows (tuples, records) -> lists. The cyclic GC is paused meanwhile: building
+    100k fresh lists otherwise triggers repeated collections that cost more than the copy."""
+    if not gc.isenabled():
+        return list(map(list, rows))
+    gc.disable()
+    try:
+        return list(map(list, rows))
+    finally:
+        gc.enable()
+
+
+def rows_result(columns: list[str], values: list[list[Any]]) -> Result:
+    """The shape of a row-returning statement (FMZ DBExec)."""
+    return {"columns": columns, "values": values}
+
+
+def status_result(rowcount: int | None) -> Result:
+    """The shape of every other statement: no columns, no values, rows affected (>= 0)."""
+    return {"columns": [], "values": [], "rowcount": rowcount if rowcount and rowcount > 0 else 0}
+
+
+# -- placeholders ---------------------------------------------------------------------------
+
+# Things a `?` or `%` inside must not be touched in: quoted strings and identifiers, comments,
+# PostgreSQL dollar quoting. Whatever remains is SQL text.
+_SQL_TOKENS = re.compile(
+    r"""'(?:[^'\\]|\\.|'')*'
+    |"(?:[^"\\]|\\.|"")*"
+    |`[^`]*`
+    |--[^\n]*
+    |/\*.*?\*/
+    |\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$
+    |(?P<mark>\?)
+    |(?P<percent>%)""",
+    re.S | re.X,
+)
+
+
+@lru_cache(maxsize=1024)
+def translate_placeholders(sql: str, style: str) -> tuple[str, int]:
+    """Rewrite the user's `?` placeholders for a driver; returns (sql, placeholder count).
+
+    style: "qmark" (`?`, unchanged), "format" (`%s`, with `%` doubled), "numeric" (`$1`),
+    "pyformat" (`%(p0)s`, with `%` doubled). `?` inside quotes or comments is left alone.
+    """
+    count = 0
+    doubles_percent = style in ("format", "pyformat")
+
+    def substitute(match: re.Match[str]) -> str:
+        nonlocal count
+        if match.group("mark"):
+            count += 1
+            if style == "format":
+                return "%s"
+            if style == "numeric":
+                return f"${count}"
+            if style == "pyformat":
+                return f"%(p{count - 1})s"
+            return "?"
+        text = match.group(0)
+        return text.replace("%", "%%") if doubles_percent else text
+
+    return _SQL_TOKENS.sub(substitute, sql), count
+
+
+def bind(sql: str, params: tuple[Any, ...], style: str) -> str:
+    """Translate `sql` for a driver and check the parameter count."""
+    translated, count = translate_placeholders(sql, style)
+    if count != len(params):
+        raise DialError(
+            f"statement has {count} placeholder{'s' if count != 1 else ''} (?) but "
+            f"{len(params)} parameter{'s' if len(params) != 1 else ''} given"
+        )
+    return translated
+
+
+# -- the shared connection ------------------------------------------------------------------
+
+
+class _SharedConnection:
+    """One live database connection and the facades (and handle) using it."""
+
+    def __init__(self, backend: DatabaseBackend, timeout: float) -> None:
+        self.backend = backend
+        self.timeout = timeout
+        self.name = redact(backend.address.url)
+        self.handle: int | None = None
+        self.users = 0
+        self.closed = False
+        self.stale = False  # the link broke: reconnect before the next statement
+        self._lock: asyncio.Lock | None = None
+        self._guard = threading.Lock()
+
+    # -- reactor thread ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await asyncio.wait_for(self.backend.connect(), self.timeout)
+        except asyncio.TimeoutError:
+            await self._close_backend()
+            raise ConnectError(f"{self.name}: no connection within {self.timeout:g} s") from None
+        except BaseException:
+            await self._close_backend()
+            raise
+
+    async def run(self, sql: str, params: tuple[Any, ...]) -> Result:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self.closed:
+                raise DialError("connection is closed")
+            backend = self.backend
+            if self.stale or not _alive(backend):
+                await self._reconnect()
+            try:
+                return await backend.execute(sql, params)
+            except asyncio.CancelledError:
+                self.stale = True  # the driver may be mid-protocol: start afresh next time
+                raise
+            except BaseException:
+                if not _alive(backend):
+                    self.stale = True
+                raise
+
+    async def _reconnect(self) -> None:
+        await self._close_backend()
+        try:
+            await asyncio.wait_for(self.backend.connect(), self.timeout)
+        except asyncio.TimeoutError:
+            self.stale = True
+            raise ConnectError(f"reconnect: no connection within {self.timeout:g} s") from None
+        except BaseException as exc:
+            self.stale = True
+            await self._close_backend()
+            reason = describe_error(exc)
+            raise ConnectError(f"connection lost and reconnect failed: {reason}") from None
+        self.stale = False
+        log.info("%s: reconnected", self.name)
+
+    async def _close_backend(self) -> None:
+        try:
+            await self.backend.close()
+        except Exception as exc:  # closing a broken link may fail; nothing else to do
+            log.debug("%s: close failed: %s", self.name, exc)
+
+    async def aclose(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            await self._close_backend()
+
+    # -- any thread -------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        with self._guard:
+            if self.closed:
+                raise DialError(f"database handle {self.handle} was released")
+            self.users += 1
+
+    def detach(self) -> None:
+        with self._guard:
+            self.users -= 1
+            if self.users > 0 or self.handle is not None or self.closed:
+                return
+            self.closed = True
+        self._shutdown()
+
+    def pin(self) -> int:
+        with self._guard:
+            if self.handle is None:
+                self.handle = next(_handle_numbers)
+                with _registry_lock:
+                    _registry[self.handle] = self
+            return self.handle
+
+    def close(self) -> None:
+        """Close the database connection now, whoever uses it (release / exit)."""
+        with self._guard:
+            if self.closed:
+                return
+            self.closed = True
+            handle, self.handle = self.handle, None
+        if handle is not None:
+            with _registry_lock:
+                _registry.pop(handle, None)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if reactor.in_loop_thread():
+            reactor.submit(self.aclose())
+            return
+        try:
+            reactor.call(self.aclose(), CLOSE_TIMEOUT)
+        except (TimeoutError, RuntimeError):
+            pass
+
+
+def _alive(backend: DatabaseBackend) -> bool:
+    check = getattr(backend, "alive", None)
+    return True if check is None else bool(check())
+
+
+_registry: dict[int, _SharedConnection] = {}
+_registry_lock = threading.Lock()
+_handle_numbers = itertools.count(1)
+
+
+# -- the facade -----------------------------------------------------------------------------
+
+
+class DatabaseConnection:
+    """`exec(sql, *params)`, `fd()`, `close()`; a context manager. Thread-safe."""
+
+    def __init__(self, shared: _SharedConnection, raise_errors: bool = False) -> None:
+        shared.attach()
+        self._shared = shared
+        self._closed = False
+        self.raise_errors = raise_errors
+        # A facade dropped without close() still gives its share back.
+        self._finalizer = weakref.finalize(self, shared.detach)
+
+    def exec(self, sql: str, *params: Any, timeout: float | None = None) -> Result | None:
+        """Run one statement with `?` placeholders bound to `params`.
+
+        Rows: `{"columns": [...], "values": [[...], ...]}`; anything else:
+        `{"columns": [], "values": [], "rowcount": n}`. On failure None (reason in
+        `dial.last_error()`), or DialError when dialled with `raise_errors=True`.
+        `timeout` (seconds) bounds the wait; the statement is then abandoned.
+        """
+        try:
+            if self._closed:
+                raise DialError("connection is closed")
+            if not isinstance(sql, str):
+                raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
+            if not sql.strip():
+                raise DialError("exec() got an empty statement")
+            shared = self._shared
+            direct = getattr(shared.backend, "execute_blocking", None)
+            if direct is not None and not shared.closed:
+                result = direct(sql, params, timeout)  # the backend's own worker thread
+            else:
+                result = reactor.call(shared.run(sql, params), timeout)
+        except Exception as exc:
+            return self._fail(exc, timeout)
+        remember(None)
+        return result
+
+    def _fail(self, exc: Exception, timeout: float | None) -> None:
+        if isinstance(exc, TimeoutError) and not isinstance(exc, DialError):
+            reason = f"statement did not finish within {timeout:g} s"
+        else:
+            reason = describe_error(exc)
+        log.warning("%s: exec failed: %s", self._shared.name, reason)
+        remember(reason)
+        if self.raise_errors:
+            raise DialError(reason) from None
+        return None
+
+    def fd(self) -> int:
+        """An integer handle for `Dial(handle)`; pins the database connection (see module)."""
+        if self._closed:
+            return self._fail(DialError("connection is closed"), None)  # type: ignore[return-value]
+        return self._shared.pin()
+
+    def close(self) -> None:
+        """Detach this object; the database connection closes with its last user unless
+        `fd()` pinned it. Idempotent, any thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer()
+
+    def release(self) -> None:
+        """Close the database connection now, for every object sharing it; frees the handle."""
+        self._shared.close()
+        self.close()
+
+    @property
+    def handle(self) -> int | None:
+        return self._shared.handle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._shared.closed
+
+    def __enter__(self) -> DatabaseConnection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        handle = "" if self._shared.handle is None else f" handle={self._shared.handle}"
+        return f"<DatabaseConnection {self._shared.name} {state}{handle}>"
+
+    def __bool__(self) -> bool:
+        return True
+
+
+# -- entry points used by dial.dialer -------------------------------------------------------
+
+
+def open_database(
+    backend: DatabaseBackend, timeout: float, raise_errors: bool = False
+) -> DatabaseConnection:
+    """Connect `backend` (within `timeout` s) and wrap it; raises DialError on failure."""
+    shared = _SharedConnection(backend, timeout)
+    try:
+        reactor.call(shared.open(), timeout + 5.0)
+    except TimeoutError:
+        reactor.submit(shared.aclose())
+        raise ConnectError(f"{shared.name}: no connection within {timeout:g} s") from None
+    reactor.track(shared)
+    return DatabaseConnection(shared, raise_errors)
+
+
+def reuse_handle(handle: int, raise_errors: bool = False) -> DatabaseConnection:
+    """A new connection object on the database connection registered by `fd()`."""
+    with _registry_lock:
+        shared = _registry.get(handle)
+    if shared is None:
+        raise DialError(f"unknown database handle {handle} (never issued by fd(), or released)")
+    return DatabaseConnection(shared, raise_errors)
+
+
+def release(handle: int) -> bool:
+    """Close the database connection behind `handle`; False if no such handle is open."""
+    with _registry_lock:
+        shared = _registry.get(handle)
+    if shared is None:
+        return False
+    shared.close()
+    return True

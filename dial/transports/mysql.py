@@ -1,0 +1,219 @@
+"""`mysql://` through aiomysql, in the Go driver's DSN form FMZ uses or as a URL:
+
+    mysql://user:pwd@tcp(host:3306)/db?charset=utf8mb4
+    mysql://user:pwd@unix(/run/mysqld/mysqld.sock)/db
+    mysql://user:pwd@host:3306/db?charset=utf8mb4
+
+The connection runs in autocommit mode (each `exec` commits, as with the Go driver);
+`BEGIN`/`COMMIT` in SQL still group statements. `?` placeholders become `%s`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import aiomysql
+import pymysql
+
+from ..address import Address, redact
+from ..database import Result, bind, listify, rows_result, status_result
+from ..errors import AddressError, ConnectError, DialError
+from .base import DatabaseBackend
+
+__all__ = ["MysqlBackend", "parse_mysql_target"]
+
+DEFAULT_PORT = 3306
+# user[:password]@net(address)/dbname?params - the Go driver's layout; `net` may be omitted.
+_GO_DSN = re.compile(
+    r"^(?:(?P<user>[^:@/]*)(?::(?P<password>.*?))?@)?"
+    r"(?P<net>tcp6?|unix)?(?:\((?P<addr>[^)]*)\))?"
+    r"/(?P<db>[^?/]*)(?:\?(?P<params>.*))?$",
+    re.S,
+)
+#: Go DSN parameters with a meaning here / accepted because they only tune the Go driver.
+SUPPORTED = frozenset({"charset", "timeout", "tls"})
+IGNORED = frozenset(
+    {
+        "parseTime",
+        "loc",
+        "allowNativePasswords",
+        "collation",
+        "readTimeout",
+        "writeTimeout",
+        "interpolateParams",
+        "multiStatements",
+        "columnsWithAlias",
+        "maxAllowedPacket",
+        "allowOldPasswords",
+        "checkConnLiveness",
+    }
+)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+# Errors after which the link is gone (client-side codes 2006/2013/2055, or a read at EOF).
+_DISCONNECTS = {0, 2006, 2013, 2055}
+
+
+class _QuietCursor(aiomysql.Cursor):
+    """Skips the extra SHOW WARNINGS round trip aiomysql makes after a statement that warned
+    (it only turns them into Python warnings)."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+def _seconds(value: str) -> float:
+    match = _DURATION.match(value)
+    if not match:
+        raise AddressError(f"mysql://: timeout={value!r}; expected e.g. 5s or 500ms")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number / 1000 if unit == "ms" else number * 60 if unit == "m" else number
+
+
+def parse_mysql_target(target: str) -> dict[str, Any]:
+    """aiomysql.connect() keyword arguments from a Go DSN or URL target."""
+    text = target.strip()
+    go = _GO_DSN.match(text)
+    kwargs: dict[str, Any] = {"port": DEFAULT_PORT, "host": "localhost"}
+    if go and (
+        go.group("net") or go.group("addr") is not None or text.startswith("/") or "@/" in text
+    ):
+        user, password = go.group("user"), go.group("password")
+        net, addr = go.group("net") or "tcp", go.group("addr") or ""
+        database, query = go.group("db"), go.group("params") or ""
+        if net == "unix":
+            if not addr:
+                raise AddressError("mysql://: unix() needs a socket path")
+            kwargs["unix_socket"] = addr
+        elif addr:
+            host, _, port = addr.rpartition(":") if ":" in addr else (addr, "", "")
+            kwargs["host"] = host.strip("[]") or "localhost"
+            if port:
+                if not port.isdigit() or not 0 < int(port) < 65536:
+                    raise AddressError(f"mysql://: bad port {port!r} in tcp({addr})")
+                kwargs["port"] = int(port)
+    else:
+        if "(" in text or ")" in text:
+            raise AddressError(
+                f"mysql://{redact(text)}: malformed DSN; expected "
+                "user:password@tcp(host:port)/database or user:password@host:port/database"
+            )
+        try:
+            parts = urlsplit(f"mysql://{text}")
+            port = parts.port
+        except ValueError as exc:
+            raise AddressError(f"mysql://{redact(text)}: bad host or port ({exc})") from None
+        if not parts.hostname:
+            raise AddressError(f"mysql://{redact(text)}: missing host")
+        kwargs["host"] = parts.hostname
+        if port is not None:
+            kwargs["port"] = port
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        database, query = unquote(parts.path.lstrip("/")), parts.query
+    if user:
+        kwargs["user"] = user
+    if password:
+        kwargs["password"] = password
+    if database:
+        kwargs["db"] = database
+    kwargs["charset"] = "utf8mb4"
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name in IGNORED:
+            continue
+        if name not in SUPPORTED:
+            raise AddressError(
+                f"mysql://: unsupported parameter {name!r}; supported: "
+                f"{', '.join(sorted(SUPPORTED | IGNORED))}"
+            )
+        if name == "charset":
+            kwargs["charset"] = value.split(",")[0]
+        elif name == "timeout":
+            kwargs["connect_timeout"] = _seconds(value)
+        elif name == "tls" and value not in ("false", "", "preferred"):
+            import ssl
+
+            context = ssl.create_default_context()
+            if value == "skip-verify":
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            kwargs["ssl"] = context
+    return kwargs
+
+
+class MysqlBackend(DatabaseBackend):
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        if address.options.given:
+            raise AddressError(
+                f"option {', '.join(sorted(address.options.given))} is not supported for mysql://"
+            )
+        self.settings = parse_mysql_target(address.target)
+        self._connection: aiomysql.Connection | None = None
+
+    @property
+    def where(self) -> str:
+        socket = self.settings.get("unix_socket")
+        return (
+            f"mysql {socket}"
+            if socket
+            else (f"mysql {self.settings['host']}:{self.settings['port']}")
+        )
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aiomysql.connect(autocommit=True, **self.settings)
+        except pymysql.err.MySQLError as exc:
+            code, message = (*exc.args, "", "")[:2] if exc.args else (0, str(exc))
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError):  # e.g. 2003 "Can't connect": say why
+                message = f"{message}: {os.strerror(cause.errno) if cause.errno else cause}"
+            raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
+        except OSError as exc:
+            raise ConnectError(f"{self.where}: {exc.strerror or exc}") from None
+
+    def alive(self) -> bool:
+        connection = self._connection
+        if connection is None or connection.closed:
+            return False
+        reader = getattr(connection, "_reader", None)
+        return reader is None or not reader.at_eof()
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
+        connection = self._connection
+        if connection is None:
+            raise DialError("connection is closed")
+        query = bind(sql, params, "format") if params else sql
+        try:
+            cursor = await connection.cursor(_QuietCursor)
+            try:
+                await cursor.execute(query, params or None)
+                description = cursor.description
+                if description is None:
+                    return status_result(cursor.rowcount)
+                rows = await cursor.fetchall()
+                return rows_result([d[0] for d in description], listify(rows))
+            finally:
+                await cursor.close()
+        except pymysql.err.MySQLError as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+            message = exc.args[1] if len(exc.args) > 1 else str(exc)
+            if code in _DISCONNECTS:
+                connection.close()
+                reason = message or "the server closed it"
+                raise DialError(f"mysql: connection lost: {reason}") from None
+            raise DialError(f"mysql: {message} (error {code})") from None
+        except (OSError, RuntimeError) as exc:
+            connection.close()
+            raise DialError(f"mysql: connection lost: {exc}") from None
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            await connection.ensure_closed()
+        except Exception:
+            connection.close()

@@ -1,0 +1,192 @@
+"""`postgres://` through asyncpg, in the libpq key=value form FMZ uses or as a URL:
+
+    postgres://user=postgres dbname=db sslmode=disable password=pw host=localhost port=5432
+    postgres://user:pw@localhost:5432/db?sslmode=disable
+
+`?` placeholders become `$1..$n`. Statements go through asyncpg's statement cache (prepared
+once per distinct SQL text); a parameterless multi-statement script falls back to the simple
+query protocol and returns the status of its last statement.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import asyncpg
+
+from ..address import Address, redact
+from ..database import Result, bind, listify, rows_result, status_result
+from ..errors import AddressError, ConnectError, DialError
+from .base import DatabaseBackend
+
+__all__ = ["PostgresBackend", "parse_postgres_target"]
+
+DEFAULT_PORT = 5432
+KEYS = frozenset(
+    {
+        "host",
+        "hostaddr",
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "sslmode",
+        "connect_timeout",
+        "application_name",
+    }
+)
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_KEY_VALUE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
+_MULTIPLE_COMMANDS = "cannot insert multiple commands"
+
+
+def _parse_key_value(text: str) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    pos, end = 0, len(text.rstrip())
+    while pos < end:
+        match = _KEY_VALUE.match(text, pos)
+        if not match:
+            raise AddressError(
+                f"postgres://{redact(text)}: expected key=value pairs at {text[pos : pos + 20]!r}"
+            )
+        value = match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        settings[match.group(1)] = value
+        pos = match.end()
+    return settings
+
+
+def _parse_url(text: str) -> dict[str, str]:
+    try:
+        parts = urlsplit(f"postgres://{text}")
+        port = parts.port
+    except ValueError as exc:
+        raise AddressError(f"postgres://{redact(text)}: bad host or port ({exc})") from None
+    settings: dict[str, str] = {}
+    if parts.hostname:
+        settings["host"] = unquote(parts.hostname)
+    if port is not None:
+        settings["port"] = str(port)
+    if parts.username:
+        settings["user"] = unquote(parts.username)
+    if parts.password is not None:
+        settings["password"] = unquote(parts.password)
+    database = unquote(parts.path.lstrip("/"))
+    if database:
+        settings["dbname"] = database
+    settings.update(parse_qsl(parts.query, keep_blank_values=True))
+    return settings
+
+
+def parse_postgres_target(target: str) -> dict[str, Any]:
+    """asyncpg.connect() keyword arguments from a key=value or URL target."""
+    text = target.strip()
+    key_value = re.match(r"[A-Za-z_]+\s*=", text) is not None
+    settings = _parse_key_value(text) if key_value else _parse_url(text)
+    unknown = set(settings) - KEYS
+    if unknown:
+        raise AddressError(
+            f"postgres://: unsupported setting {', '.join(sorted(unknown))}; "
+            f"supported: {', '.join(sorted(KEYS))}"
+        )
+    kwargs: dict[str, Any] = {}
+    host = settings.get("hostaddr") or settings.get("host")
+    if host:
+        kwargs["host"] = host
+    port = settings.get("port", str(DEFAULT_PORT))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise AddressError(f"postgres://: port {port!r} is not a number from 1 to 65535")
+    kwargs["port"] = int(port)
+    for key, name in (("user", "user"), ("password", "password"), ("dbname", "database")):
+        if key in settings:
+            kwargs[name] = settings[key]
+    sslmode = settings.get("sslmode")
+    if sslmode is not None:
+        if sslmode not in SSLMODES:
+            raise AddressError(f"postgres://: sslmode={sslmode!r}; expected {', '.join(SSLMODES)}")
+        kwargs["ssl"] = False if sslmode == "disable" else sslmode
+    if "connect_timeout" in settings:
+        try:
+            kwargs["timeout"] = float(settings["connect_timeout"])
+        except ValueError:
+            raise AddressError("postgres://: connect_timeout must be seconds") from None
+    if "application_name" in settings:
+        kwargs["server_settings"] = {"application_name": settings["application_name"]}
+    return kwargs
+
+
+def _rowcount(status: bytes | str | None) -> int:
+    """`INSERT 0 5` -> 5, `UPDATE 3` -> 3, `CREATE TABLE` -> 0."""
+    if not status:
+        return 0
+    last = (status.decode() if isinstance(status, bytes) else status).rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresBackend(DatabaseBackend):
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        if address.options.given:
+            raise AddressError(
+                f"option {', '.join(sorted(address.options.given))} is not supported for "
+                "postgres://"
+            )
+        self.settings = parse_postgres_target(address.target)
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def where(self) -> str:
+        return f"postgres {self.settings.get('host', 'localhost')}:{self.settings['port']}"
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await asyncpg.connect(**self.settings)
+        except asyncpg.PostgresError as exc:
+            raise ConnectError(f"{self.where}: {exc}") from None
+        except (OSError, asyncpg.InterfaceError) as exc:
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
+            raise ConnectError(f"{self.where}: {reason or type(exc).__name__}") from None
+
+    def alive(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
+        connection = self._connection
+        if connection is None:
+            raise DialError("connection is closed")
+        query = bind(sql, params, "numeric") if params else sql
+        try:
+            try:
+                records, status, _ = await connection._execute(
+                    query, params, 0, None, return_status=True
+                )
+            except asyncpg.PostgresSyntaxError as exc:
+                if params or _MULTIPLE_COMMANDS not in str(exc):
+                    raise
+                return status_result(_rowcount(await connection.execute(sql)))
+            if records:
+                return rows_result(list(records[0].keys()), listify(records))
+            statement = await connection._prepare(query, use_cache=True)
+            attributes = statement.get_attributes()
+            if attributes:
+                return rows_result([a.name for a in attributes], [])
+            return status_result(_rowcount(status))
+        except asyncpg.PostgresError as exc:
+            raise DialError(f"postgres: {exc} (SQLSTATE {exc.sqlstate})") from None
+        except asyncpg.InterfaceError as exc:
+            raise DialError(f"postgres: {exc}") from None
+        except OSError as exc:
+            raise DialError(f"postgres: connection lost: {exc.strerror or exc}") from None
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            await connection.close(timeout=2)
+        except Exception:
+            connection.terminate()

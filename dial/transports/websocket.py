@@ -1,0 +1,219 @@
+"""`ws://` and `wss://`: the websockets Sans-I/O protocol driven by a plain asyncio Protocol.
+
+Driving `websockets.client.ClientProtocol` directly (rather than the asyncio client) keeps the
+receive path to one parser pass and one buffer append per frame, with no future or task per
+message. websockets still does all the protocol work: handshake, masking, fragmentation,
+permessage-deflate, ping replies and the closing handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidURI
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from .. import __version__
+from ..address import Address, redact
+from ..buffer import Message, as_message
+from ..codecs import get_codec
+from ..errors import AddressError, ConnectError
+from .base import Receiver, StreamTransport
+from .socket import StreamProtocol, open_stream, tls_context
+
+__all__ = ["MAX_MESSAGE_BYTES", "WebSocketTransport"]
+
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # one message larger than this is a protocol error
+CLOSE_WAIT_SECONDS = 1.0
+USER_AGENT = f"dialkit/{__version__}"
+
+_TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE
+
+
+class _WebSocketStream(StreamProtocol):
+    """Feeds bytes to the Sans-I/O protocol and turns its events into delivered messages."""
+
+    def __init__(self, ws: ClientProtocol, receiver: Receiver, decode: Any) -> None:
+        super().__init__()
+        self.ws = ws
+        self.receiver = receiver
+        self.deliver = receiver.deliver
+        self.decode = decode  # codec for binary frames, or None
+        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.open = False
+        self.closing = False
+        self._fragments: list[bytes] = []
+        self._fragment_opcode: Opcode | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        request = self.ws.connect()
+        request.headers["User-Agent"] = USER_AGENT
+        self.ws.send_request(request)
+        self.flush()
+
+    def flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                transport.write(chunk)
+            elif transport.can_write_eof():
+                transport.write_eof()
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        events = ws.events_received()
+        self.flush()  # pong replies and close frames go out right away
+        deliver, decode = self.deliver, self.decode
+        for event in events:
+            if event.__class__ is not Frame:
+                self._handshake_done(event)
+                continue
+            opcode = event.opcode
+            if event.fin and opcode is _TEXT:
+                deliver(str(event.data, "utf-8"))
+            elif event.fin and opcode is _BINARY:
+                deliver(as_message(decode(event.data) if decode else event.data))
+            elif opcode is _CLOSE:
+                self._lost(self._close_reason())
+            elif opcode in (_TEXT, _BINARY, _CONT):
+                self._fragment(event)
+        if ws.state is not State.OPEN and self.open:
+            self._lost(self._close_reason())
+
+    def _fragment(self, frame: Frame) -> None:
+        if frame.opcode is not _CONT:
+            self._fragment_opcode, self._fragments = frame.opcode, []
+        self._fragments.append(frame.data)
+        if frame.fin:
+            data = b"".join(self._fragments)
+            self._fragments = []
+            if self._fragment_opcode is _TEXT:
+                self.deliver(str(data, "utf-8"))
+            else:
+                self.deliver(as_message(self.decode(data) if self.decode else data))
+
+    def _handshake_done(self, event: Any) -> None:
+        if self.handshake.done():
+            return
+        error = self.ws.handshake_exc
+        if error is None and isinstance(event, Response):
+            self.open = True
+            self.handshake.set_result(None)
+            return
+        self.handshake.set_exception(ConnectError(_handshake_reason(event, error)))
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _close_reason(self) -> str:
+        ws = self.ws
+        if ws.close_rcvd is not None:
+            rcvd = ws.close_rcvd
+            detail = f", {rcvd.reason}" if rcvd.reason else ""
+            return f"server closed the WebSocket (code {rcvd.code}{detail})"
+        if ws.parser_exc is not None:
+            return f"protocol error: {ws.parser_exc}"
+        return "WebSocket closed"
+
+    def _lost(self, reason: str) -> None:
+        if self.open and not self.closing:
+            self.open = False
+            self.receiver.lost(reason)
+        if self.ws.close_expected() and self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self.flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.handshake.done():
+            self.handshake.set_exception(
+                ConnectError("server closed the connection during the WebSocket handshake")
+            )
+        self._lost(f"connection lost: {exc}" if exc else "server closed the connection")
+
+
+def _handshake_reason(event: Any, error: BaseException | None) -> str:
+    if isinstance(event, Response) and event.status_code != 101:
+        return f"WebSocket handshake rejected: HTTP {event.status_code} {event.reason_phrase}"
+    return f"WebSocket handshake failed: {error or 'unexpected response'}"
+
+
+class WebSocketTransport(StreamTransport):
+    supported_options = frozenset({"compress", "mode", "enableCompression", "proxy", "verify"})
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        try:
+            self.uri = parse_uri(address.url)
+        except InvalidURI as exc:
+            raise AddressError(f"{redact(address.url)}: not a WebSocket URL ({exc})") from None
+        if self.uri.port == 0:
+            raise AddressError(f"{redact(address.url)}: port 0 is not dialable")
+        options = address.options
+        codec = get_codec(options.compress)
+        self._decode = codec.decode if codec and options.mode in ("recv", "dual") else None
+        self._encode = codec.encode if codec and options.mode in ("send", "dual") else None
+        self._stream: _WebSocketStream | None = None
+
+    async def connect(self, receiver: Receiver) -> None:
+        options = self.address.options
+        extensions = enable_client_permessage_deflate(None) if options.enable_compression else None
+        ws = ClientProtocol(self.uri, extensions=extensions, max_size=MAX_MESSAGE_BYTES)
+        _, stream = await open_stream(
+            lambda: _WebSocketStream(ws, receiver, self._decode),
+            self.uri.host,
+            self.uri.port,
+            tls=tls_context(options.verify) if self.uri.secure else None,
+            proxy=options.proxy,
+        )
+        self._stream = stream
+        try:
+            await stream.handshake
+        except BaseException:
+            await self.close()
+            raise
+
+    async def send(self, data: Message) -> None:
+        stream = self._stream
+        if stream is None or not stream.open:
+            raise ConnectionResetError("WebSocket is not open")
+        if self._encode is not None:
+            stream.ws.send_binary(self._encode(data.encode() if isinstance(data, str) else data))
+        elif isinstance(data, str):
+            stream.ws.send_text(data.encode())
+        else:
+            stream.ws.send_binary(data)
+        stream.flush()
+        await stream.drain()
+
+    async def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None or stream.transport is None:
+            return
+        stream.closing = True
+        if stream.ws.state is State.OPEN:
+            stream.ws.send_close(1000)
+            stream.flush()
+        try:
+            await asyncio.wait_for(asyncio.shield(stream.closed), CLOSE_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            stream.transport.abort()
+        else:
+            stream.transport.close()
+
+    def describe(self) -> str:
+        return self.uri.resource_name
