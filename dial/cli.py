@@ -229,10 +229,13 @@ def cmd_exec(args: argparse.Namespace) -> int:
         connection.close()
     if args.json:
         print(json.dumps(result, ensure_ascii=False, default=str))
-    elif isinstance(result, dict) and "columns" in result and "values" in result:
-        rows = result["values"]
+    elif isinstance(result, dict) and result.get("columns"):
+        rows = result.get("values") or []
         print(format_table(result["columns"], rows))
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    elif isinstance(result, dict) and "rowcount" in result:
+        count = result["rowcount"] or 0
+        print(f"OK, {count} row{'s' if count != 1 else ''} affected")
     else:
         print(json.dumps(result, ensure_ascii=False, default=str))
     return 0
@@ -408,7 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="dial: %(message)s", stream=sys.stderr)
     logging.getLogger("dial").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     try:
-        return int(args.handler(args) or 0)
+        handler = getattr(args, "handler", None) or args.func  # dial.plugin.cli sets `func`
+        return int(handler(args) or 0)
     except Failure as exc:
         note(f"error: {exc}")
         return 1
