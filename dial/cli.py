@@ -44,8 +44,9 @@ class Failure(Exception):
 class StatusLine:
     """`connected | 1,204 msgs | 48.0 msg/s | drops 0 | reconnects 0` kept on one stderr line."""
 
-    def __init__(self, connection: Any, stream: TextIO, enabled: bool) -> None:
+    def __init__(self, connection: Any, stream: TextIO, enabled: bool, notes: bool = False) -> None:
         self.connection = connection
+        self.notes = notes  # say "link down" / "reconnected" on stderr when not a terminal
         self.stream = stream
         self.enabled = enabled
         self.shown = False
@@ -79,7 +80,7 @@ class StatusLine:
         if stats.connected == self._connected:
             return
         self._connected = stats.connected
-        if not self.enabled:
+        if self.notes and not self.enabled:
             if stats.connected:
                 note(f"reconnected (#{stats.reconnects})")
             else:
@@ -152,8 +153,10 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise Failure("--timeout must be a positive number of milliseconds")
     connection = _dial(args.address, args.connect_timeout)
-    status = StatusLine(connection, sys.stderr, _isatty(sys.stderr) and not args.quiet)
     reconnecting = _reconnects(args.address)
+    status = StatusLine(
+        connection, sys.stderr, _isatty(sys.stderr) and not args.quiet, notes=reconnecting
+    )
     count, last_message_at = 0, time.monotonic()
     try:
         while args.n is None or count < args.n:
@@ -409,7 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(format="dial: %(message)s", stream=sys.stderr)
-    logging.getLogger("dial").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    logger = logging.getLogger("dial")
+    saved_level = logger.level
+    logger.setLevel(logging.INFO if args.verbose else logging.CRITICAL)  # we report errors
     try:
         handler = getattr(args, "handler", None) or args.func  # dial.plugin.cli sets `func`
         return int(handler(args) or 0)
@@ -428,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         note(f"error: {describe_error(exc)}")
         return 1
+    finally:
+        logger.setLevel(saved_level)
 
 
 if __name__ == "__main__":  # pragma: no cover
