@@ -53,8 +53,10 @@ class Session(Receiver):
 
     async def open(self, timeout: float) -> None:
         """First connect. Raises DialError; on failure nothing is left running."""
-        self._loop = asyncio.get_running_loop()
+        self.loop = self._loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
+        if self.transport.flow_control:
+            self.buffer.set_flow_control(self)
         try:
             await asyncio.wait_for(self._connect_once(), timeout)
         except asyncio.TimeoutError:
@@ -78,6 +80,13 @@ class Session(Receiver):
     async def _abandon(self) -> None:
         self.state = "closed"
         await self._close_transport()
+
+    # FlowControl, for the buffer: only ever called on the reactor thread
+    def pause(self) -> None:
+        self.transport.pause_reading()
+
+    def resume(self) -> None:
+        self.transport.resume_reading()
 
     def lost(self, reason: str) -> None:
         """Called by the transport when a live link breaks."""

@@ -154,6 +154,7 @@ def _handshake_reason(event: Any, error: BaseException | None) -> str:
 
 class WebSocketTransport(StreamTransport):
     supported_options = frozenset({"compress", "mode", "enableCompression", "proxy", "verify"})
+    flow_control = True
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -186,6 +187,14 @@ class WebSocketTransport(StreamTransport):
         except BaseException:
             await self.close()
             raise
+
+    def pause_reading(self) -> None:
+        if self._stream is not None:
+            self._stream.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._stream is not None:
+            self._stream.resume_reading()
 
     async def send(self, data: Message) -> None:
         stream = self._stream
