@@ -38,6 +38,7 @@ class Session(Receiver):
         self.bytes_out = 0
         self.send_errors = 0
         self.last_reason: str | None = None
+        self._early_loss: str | None = None
         self.connected_at: float | None = None
         self._outbox: deque[Message] = deque()
         self._drain_idle = True
@@ -68,14 +69,17 @@ class Session(Receiver):
         self._spawn(self._drain_forever())
 
     async def _connect_once(self) -> None:
+        self.state, self._early_loss = "connecting", None
         await self.transport.connect(self)
         self.state = "open"
         self.connected_at = time.time()
         payload = self.address.options.payload
-        if payload is not None:
+        if payload is not None and self._early_loss is None:
             await self.transport.send(payload)
             self._count_out(payload)
         self.buffer.set_connected(True)
+        if self._early_loss is not None:  # the link died before connect() even returned
+            self.lost(self._early_loss)
 
     async def _abandon(self) -> None:
         self.state = "closed"
@@ -90,6 +94,9 @@ class Session(Receiver):
 
     def lost(self, reason: str) -> None:
         """Called by the transport when a live link breaks."""
+        if self.state == "connecting":
+            self._early_loss = reason
+            return
         if self.state != "open":
             return
         self.state = "down"
