@@ -62,7 +62,7 @@ class Session(Receiver):
             await asyncio.wait_for(self._connect_once(), timeout)
         except asyncio.TimeoutError:
             await self._abandon()
-            raise ConnectError(f"{self.name}: no connection within {timeout:g} s") from None
+            raise ConnectError(f"no connection within {timeout:g} s") from None
         except BaseException:
             await self._abandon()
             raise
