@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
-import socket
 import statistics
-import struct
+import subprocess
+import sys
 import time
 
 from websockets.utils import accept_key
@@ -33,7 +32,11 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     request = await reader.readuntil(b"\r\n\r\n")
     lines = request.decode().split("\r\n")
     path = lines[0].split()[1]
-    key = next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("sec-websocket-key"))
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in lines
+        if line.lower().startswith("sec-websocket-key")
+    )
     accept = accept_key(key)
     writer.write(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -64,10 +67,12 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     writer.close()
 
 
-def serve(port_queue: multiprocessing.Queue) -> None:
+def serve() -> None:
+    """Run the frame server (in its own process) and print its port on stdout."""
+
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port_queue.put(server.sockets[0].getsockname()[1])
+        print(server.sockets[0].getsockname()[1], flush=True)
         await server.serve_forever()
 
     asyncio.run(main())
@@ -83,19 +88,22 @@ async def raw_websockets(url: str, count: int) -> float:
         return time.perf_counter() - start
 
 
-def dial_loop(url: str, count: int) -> tuple[float, int]:
+def dial_loop(url: str, count: int) -> tuple[float, int, int]:
     from dial import Dial
 
     ws = Dial(url)
     assert ws, "Dial failed"
     read = ws.read
+    received = 0
     start = time.perf_counter()
-    for _ in range(count):
-        read()
+    while received + ws.dropped < count:
+        if read(2000) is None:
+            break
+        received += 1
     elapsed = time.perf_counter() - start
     dropped = ws.dropped
     ws.close()
-    return elapsed, dropped
+    return elapsed, received, dropped
 
 
 def latency(url: str, count: int) -> tuple[float, float]:
@@ -138,12 +146,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flood", type=int, default=1_000_000)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        return serve()
 
-    ports: multiprocessing.Queue = multiprocessing.Queue()
-    server = multiprocessing.Process(target=serve, args=(ports,), daemon=True)
-    server.start()
-    port = ports.get(timeout=10)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True
+    )
+    port = int(server.stdout.readline())
     base = f"ws://127.0.0.1:{port}"
     n = args.messages
 
@@ -154,8 +165,8 @@ def main() -> None:
     raw_times, dial_times, drops = [], [], []
     for _ in range(args.rounds):
         raw_times.append(asyncio.run(raw_websockets(f"{base}/bulk/{n}", n)))
-        elapsed, dropped = dial_loop(f"{base}/bulk/{n}", n)
-        dial_times.append(elapsed)
+        elapsed, received, dropped = dial_loop(f"{base}/bulk/{n}", n)
+        dial_times.append(elapsed * n / max(received, 1))  # time per message, scaled to n
         drops.append(dropped)
     raw_rate = n / min(raw_times)
     dial_rate = n / min(dial_times)
@@ -177,5 +188,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    socket.setdefaulttimeout(None)
     main()

@@ -4,18 +4,26 @@ One producer (the event-loop thread) appends; any thread reads. The hand-off is 
 throughput: `put` is a deque append plus a flag test, and a reader is woken only when it is
 actually parked, through a bare lock used as a binary semaphore. A reader that finds data never
 touches a lock, so a busy feed costs one wake-up per burst, not one per message.
+
+Flow control keeps a reader that *is* keeping up from losing messages to GIL scheduling: when
+the buffer reaches half capacity and the reader has read since the last time that happened,
+the transport stops reading the socket until the reader has drained it to a low-water mark
+(or for at most `PAUSE_LIMIT` seconds). A reader that is not reading gets FMZ's drop-oldest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["CAPACITY", "Message", "MessageBuffer", "as_message"]
+__all__ = ["CAPACITY", "FlowControl", "Message", "MessageBuffer", "as_message"]
 
 CAPACITY = 2000
+PAUSE_LIMIT = 0.05  # seconds a paused socket waits for an active reader before reading again
 Message = str | bytes
 
 DISCONNECTED = ""  # what read() returns once the buffer is drained and the link is down
@@ -29,15 +37,32 @@ def as_message(data: bytes | bytearray | memoryview) -> Message:
         return bytes(data)
 
 
+class FlowControl(Protocol):
+    """Pause/resume reading at the source; both are called on `loop`'s thread."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
 class MessageBuffer:
     """Bounded FIFO of received messages with FMZ read semantics."""
 
     __slots__ = (
         "_capacity",
+        "_flow",
         "_guard",
+        "_high_water",
         "_items",
         "_listeners",
+        "_low_water",
         "_parked",
+        "_paused",
+        "_reads",
+        "_reads_at_pause",
+        "_resume_timer",
         "_wake",
         "connected",
         "dropped",
@@ -54,6 +79,13 @@ class MessageBuffer:
         self._parked = 0  # readers blocked (or about to block) on _wake
         self._guard = threading.Lock()  # protects _parked; taken only on the slow path
         self._listeners: list[Callable[[], None]] = []
+        self._high_water = max(1, capacity // 2)
+        self._low_water = capacity // 8
+        self._flow: FlowControl | None = None
+        self._paused = False
+        self._reads = 0
+        self._reads_at_pause = -1
+        self._resume_timer: asyncio.TimerHandle | None = None
         self.connected = True
         self.dropped = 0
         self.received = 0
@@ -73,10 +105,41 @@ class MessageBuffer:
                 pass
         items.append(message)
         self.received += 1
+        if self._flow is not None and len(items) >= self._high_water and not self._paused:
+            self._pause_if_reader_active()
         if self._parked:
             self._signal()
         if self._listeners:
             self._notify_listeners()
+
+    def set_flow_control(self, flow: FlowControl | None) -> None:
+        """Let the buffer pause the producer's socket for an active reader (see module doc)."""
+        self._flow = flow
+        self._paused = False
+
+    def _pause_if_reader_active(self) -> None:
+        if self._reads == self._reads_at_pause:
+            return  # nobody read since the last pause: drop-oldest, as FMZ does
+        self._reads_at_pause = self._reads
+        self._paused = True
+        flow = self._flow
+        assert flow is not None
+        flow.pause()
+        self._resume_timer = flow.loop.call_later(PAUSE_LIMIT, self._resume)
+
+    def _resume(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+        if self._paused:
+            self._paused = False
+            if self._flow is not None:
+                self._flow.resume()
+
+    def _resume_soon(self) -> None:
+        flow = self._flow
+        if flow is not None and self._paused:
+            flow.loop.call_soon_threadsafe(self._resume)
 
     def set_connected(self, connected: bool) -> None:
         """Mark the link up or down; a parked reader wakes to see `""` once drained."""
@@ -111,10 +174,12 @@ class MessageBuffer:
         """FMZ read(): None blocks; -1 oldest or None; -2 newest (rest discarded) or None;
         N > 0 waits up to N milliseconds. Once drained and disconnected: `""` at once."""
         items = self._items
+        self._reads += 1
         try:
-            if timeout == -2:
-                return self._newest()
-            return items.popleft()
+            message = self._newest() if timeout == -2 else items.popleft()
+            if self._paused and len(items) <= self._low_water:
+                self._resume_soon()
+            return message
         except IndexError:
             pass
         if not self.connected:
@@ -139,7 +204,10 @@ class MessageBuffer:
                 self._parked += 1
             try:
                 try:  # re-check after announcing ourselves, so no put is missed
-                    return items.popleft()
+                    message = items.popleft()
+                    if self._paused and len(items) <= self._low_water:
+                        self._resume_soon()
+                    return message
                 except IndexError:
                     pass
                 if not self.connected:

@@ -38,6 +38,7 @@ class Session(Receiver):
         self.bytes_out = 0
         self.send_errors = 0
         self.last_reason: str | None = None
+        self._early_loss: str | None = None
         self.connected_at: float | None = None
         self._outbox: deque[Message] = deque()
         self._drain_idle = True
@@ -53,34 +54,49 @@ class Session(Receiver):
 
     async def open(self, timeout: float) -> None:
         """First connect. Raises DialError; on failure nothing is left running."""
-        self._loop = asyncio.get_running_loop()
+        self.loop = self._loop = asyncio.get_running_loop()
         self._kick = asyncio.Event()
+        if self.transport.flow_control:
+            self.buffer.set_flow_control(self)
         try:
             await asyncio.wait_for(self._connect_once(), timeout)
         except asyncio.TimeoutError:
             await self._abandon()
-            raise ConnectError(f"{self.name}: no connection within {timeout:g} s") from None
+            raise ConnectError(f"no connection within {timeout:g} s") from None
         except BaseException:
             await self._abandon()
             raise
         self._spawn(self._drain_forever())
 
     async def _connect_once(self) -> None:
+        self.state, self._early_loss = "connecting", None
         await self.transport.connect(self)
         self.state = "open"
         self.connected_at = time.time()
         payload = self.address.options.payload
-        if payload is not None:
+        if payload is not None and self._early_loss is None:
             await self.transport.send(payload)
             self._count_out(payload)
         self.buffer.set_connected(True)
+        if self._early_loss is not None:  # the link died before connect() even returned
+            self.lost(self._early_loss)
 
     async def _abandon(self) -> None:
         self.state = "closed"
         await self._close_transport()
 
+    # FlowControl, for the buffer: only ever called on the reactor thread
+    def pause(self) -> None:
+        self.transport.pause_reading()
+
+    def resume(self) -> None:
+        self.transport.resume_reading()
+
     def lost(self, reason: str) -> None:
         """Called by the transport when a live link breaks."""
+        if self.state == "connecting":
+            self._early_loss = reason
+            return
         if self.state != "open":
             return
         self.state = "down"

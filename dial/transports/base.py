@@ -60,6 +60,15 @@ class StreamTransport(ABC):
     async def close(self) -> None:
         """Tear down the current link, idempotently."""
 
+    #: True when pause_reading()/resume_reading() really stop and restart the source.
+    flow_control: ClassVar[bool] = False
+
+    def pause_reading(self) -> None:  # noqa: B027 - optional capability, no-op by default
+        """Stop reading from the peer for a while (the reader is catching up)."""
+
+    def resume_reading(self) -> None:  # noqa: B027
+        """Undo `pause_reading()`."""
+
     def describe(self) -> str:
         """Extra state for repr(), e.g. the subscribed topic."""
         return ""

@@ -40,6 +40,9 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
+READ_CHUNK = 64 * 1024  # bytes per socket read: bounds how long one read holds the GIL
+
+
 class StreamProtocol(asyncio.Protocol):
     """asyncio protocol with write flow control; subclasses decide what a message is."""
 
@@ -51,6 +54,16 @@ class StreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if hasattr(transport, "max_size"):  # selector transports read max_size bytes at a time
+            transport.max_size = READ_CHUNK
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -155,6 +168,7 @@ class _SocketTransport(StreamTransport):
     """tcp / tls / unix: a byte stream, one read() per chunk received."""
 
     supported_options = frozenset({"proxy", "verify"})
+    flow_control = True
     tls = False
 
     def __init__(self, address: Address) -> None:
@@ -171,6 +185,14 @@ class _SocketTransport(StreamTransport):
             tls=tls_context(options.verify) if self.tls else None,
             proxy=options.proxy,
         )
+
+    def pause_reading(self) -> None:
+        if self._protocol is not None:
+            self._protocol.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._protocol is not None:
+            self._protocol.resume_reading()
 
     async def send(self, data: Message) -> None:
         protocol = self._protocol
