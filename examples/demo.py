@@ -77,6 +77,20 @@ class Reader(threading.Thread):
         self.connection.close()
 
 
+def store(db: Any, readers: list[Reader], latest: dict[tuple[str, str], dict[str, Any]]) -> bool:
+    """Insert the ticks the readers collected since last time; remember the newest of each."""
+    for reader in readers:
+        for tick in reader.take():
+            latest[(tick["symbol"], tick["exchange"])] = tick
+            row = [tick[k] for k in ("exchange", "symbol", "last")]
+            row += [tick.get(k) for k in ("bid", "ask")]
+            row += [tick[k] for k in ("high", "low", "ts")]
+            if db.exec(INSERT, *row) is None:
+                print(f"demo: insert failed: {last_error()}", file=sys.stderr)
+                return False
+    return True
+
+
 def live_table(latest: dict[tuple[str, str], dict[str, Any]], readers: list[Reader]) -> str:
     rows = []
     for (symbol, exchange), tick in sorted(latest.items()):
@@ -133,15 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 while (elapsed := time.monotonic() - start) < args.seconds:
                     time.sleep(0.25)
-                    for reader in readers:
-                        for tick in reader.take():
-                            latest[(tick["symbol"], tick["exchange"])] = tick
-                            row = [tick[k] for k in ("exchange", "symbol", "last")]
-                            row += [tick.get(k) for k in ("bid", "ask")]
-                            row += [tick[k] for k in ("high", "low", "ts")]
-                            if db.exec(INSERT, *row) is None:
-                                print(f"demo: insert failed: {last_error()}", file=sys.stderr)
-                                return 1
+                    if not store(db, readers, latest):
+                        return 1
                     if not dropped and elapsed >= args.seconds / 2:
                         dropped = True
                         count = sim.drop_all()
@@ -165,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for reader in readers:
                     reader.stop()
+            if not store(db, readers, latest):
+                return 1
         if not on_tty:
             print(f"\n[{args.seconds:4.1f} s]\n{live_table(latest, readers)}")
         summary = db.exec(SUMMARY)
