@@ -198,7 +198,7 @@ def split_host_port(target: str, scheme: str, default_port: int | None = None) -
     return host, port
 
 
-_USERINFO = re.compile(r"(//[^:/@\s|&]*:)[^@\s]*?@")
+_USERINFO = re.compile(r"(//[^:/@\s|&]*:)[^@\s/]*?@")  # a path's "@" is not a password
 _SECRET_PARAM = re.compile(
     r"((?:password|passwd|pwd|pass|secret|secret_key|passphrase|token|sasl_password)=)"
     r"[^&\s|;]*",
