@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check dial tests benchmarks examples
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ws_throughput.py
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
