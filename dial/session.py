@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class Session(Receiver):
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.loop_thread: int | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +78,7 @@ class Session(Receiver):
     async def open(self, timeout: float) -> None:
         """First connect. Raises DialError; on failure nothing is left running."""
         self.loop = self._loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
         self._kick = asyncio.Event()
         if self.transport.flow_control:
             self.buffer.set_flow_control(self)
@@ -323,7 +326,10 @@ class Session(Receiver):
         if self._drain_idle:
             self._drain_idle = False
             assert self._loop is not None and self._kick is not None
-            self._loop.call_soon_threadsafe(self._kick.set)
+            if threading.get_ident() == self.loop_thread:
+                self._kick.set()  # already on the loop (dial.aio, callbacks): no self-pipe
+            else:
+                self._loop.call_soon_threadsafe(self._kick.set)
 
     def pending(self) -> int:
         return len(self._outbox)
