@@ -25,7 +25,10 @@ from websockets.asyncio.server import ServerConnection, serve
 
 
 class AliveServer:
-    def __init__(self, *, answer_text_pings: bool = True, kraken_hold: int = 1) -> None:
+    def __init__(
+        self, *, port: int = 0, answer_text_pings: bool = True, kraken_hold: int = 1
+    ) -> None:
+        self.port = port
         self.answer_text_pings = answer_text_pings
         self.kraken_hold = kraken_hold  # answer requests in reversed batches of this size
         self.connections: list[ServerConnection] = []
@@ -99,7 +102,7 @@ class AliveServer:
         self._server = await serve(
             self._handle,
             "127.0.0.1",
-            0,
+            self.port,
             ping_interval=None,  # the client does the heartbeating
             compression=None,
             close_timeout=1,
