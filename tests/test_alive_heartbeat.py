@@ -322,6 +322,7 @@ def test_watchdog_tasks_end_with_the_connection(server: AliveServer) -> None:
     assert session._tasks == set()  # heartbeat, idle watch and drain all finished
 
     async def count_tasks() -> int:
-        return len([t for t in asyncio.all_tasks() if "heartbeat" in repr(t)])
+        names = [t.get_coro().__qualname__ for t in asyncio.all_tasks()]
+        return len([n for n in names if n.startswith("Session.")])
 
     assert dial.reactor.reactor.call(count_tasks(), 5) == 0
