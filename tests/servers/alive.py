@@ -7,9 +7,11 @@ the TCP connection stays open, which is what a silently dead exchange link looks
 
 Protocol, per text message received:
   `ping`                  -> `pong` (an OKX-style text heartbeat)
+  `echo:TEXT`             -> TEXT, whatever it looks like
   `subscribe:NAME`        -> remembered in `subscriptions`, answered `subscribed:NAME`
-  JSON with `method`      -> Kraken-style response (see `kraken_reply`), possibly delayed,
-                             reordered, or never sent
+  JSON with `method`      -> Kraken-style response (see `kraken_reply`), answered in
+                             reversed batches of `kraken_hold` (a partial batch after 50 ms),
+                             or never, when its params say `"ignore": true`
   anything else           -> echoed
 """
 
@@ -125,6 +127,8 @@ class AliveServer:
             self.text_pings += 1
             if self.answer_text_pings:
                 await connection.send("pong")
+        elif isinstance(message, str) and message.startswith("echo:"):
+            await connection.send(message[5:])
         elif isinstance(message, str) and message.startswith("subscribe:"):
             name = message.split(":", 1)[1]
             self.subscriptions.append(name)
@@ -141,6 +145,8 @@ class AliveServer:
         self._held.append((connection, reply))
         if len(self._held) >= self.kraken_hold:
             await self._release_held()
+        elif len(self._held) == 1:  # a partial batch goes out shortly anyway
+            self.loop.call_later(0.05, lambda: asyncio.ensure_future(self._release_held()))
 
     async def _release_held(self) -> None:
         held, self._held = self._held, []
