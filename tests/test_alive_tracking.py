@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,10 +99,10 @@ def test_ten_thousand_requests_with_a_tenth_unanswered_leave_no_pending_entry(
     assert (tracker.matched, tracker.expired) == (9_000, 1_000)
     timed_out = {call[0] for call in record.calls if call[3] is None}
     assert timed_out == ignored
-    for req_id, _, params, response, _ in record.calls:
+    for _req_id, _, params, response, _ in record.calls:
         if response is not None:
             assert response["result"]["cl_ord_id"] == params["cl_ord_id"]
-    for req_id, _, _, response, latency_us in record.calls:
+    for _req_id, _, _, response, latency_us in record.calls:
         if response is None:
             assert latency_us >= 1_000_000  # waited the whole timeout
     assert conn.read(100) is None

@@ -40,9 +40,7 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def test_wait_over_50_connections_delivers_every_message(
-    server: AliveServer, feeds: list
-) -> None:
+def test_wait_over_50_connections_delivers_every_message(server: AliveServer, feeds: list) -> None:
     index_of = {id(conn): i for i, conn in enumerate(feeds)}
     received: list[list[str]] = [[] for _ in feeds]
     sender = threading.Thread(
@@ -78,9 +76,7 @@ def test_idle_wait_uses_no_cpu(feeds: list) -> None:
     assert cpu < 0.05, f"an idle wait burned {cpu:.3f} s of CPU in {wall:.2f} s"
 
 
-def test_wait_returns_as_soon_as_one_connection_has_data(
-    server: AliveServer, feeds: list
-) -> None:
+def test_wait_returns_as_soon_as_one_connection_has_data(server: AliveServer, feeds: list) -> None:
     target = feeds[17]
     target.write("wake up")  # echoed back by the server on that connection only
     started = time.monotonic()
