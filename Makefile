@@ -27,3 +27,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The offline demo: exchange simulator, three ticker readers, SQLite; ends by itself.
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+# Brokers and databases for the examples: Docker when an engine answers, else local daemons.
+services: $(STAMP)
+	@if docker info >/dev/null 2>&1; then \
+		docker compose -f docker/docker-compose.yml up -d --wait; \
+	else \
+		echo "no Docker engine answers: starting local daemons instead"; \
+		$(BIN)/python -m tests.servers.start_all; \
+	fi

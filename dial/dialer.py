@@ -68,7 +68,7 @@ def _dial(address: str | int, timeout: float, raise_errors: bool = False) -> Any
         reactor.call(session.open(timeout), timeout + 5.0)
     except TimeoutError:
         reactor.submit(session.aclose())
-        raise DialError(f"{redact(parsed.url)}: no connection within {timeout:g} s") from None
+        raise DialError(f"no connection within {timeout:g} s") from None
     connection = Connection(session)
     reactor.track(connection)
     return connection

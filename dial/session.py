@@ -48,6 +48,7 @@ class Session(Receiver):
         self.bytes_out = 0
         self.send_errors = 0
         self.last_reason: str | None = None
+        self._early_loss: str | None = None
         self.connected_at: float | None = None
         self.bytes_in = 0
         self.last_rtt: float | None = None  # seconds, of the last answered heartbeat
@@ -86,23 +87,27 @@ class Session(Receiver):
             await asyncio.wait_for(self._connect_once(), timeout)
         except asyncio.TimeoutError:
             await self._abandon()
-            raise ConnectError(f"{self.name}: no connection within {timeout:g} s") from None
+            raise ConnectError(f"no connection within {timeout:g} s") from None
         except BaseException:
             await self._abandon()
             raise
         self._spawn(self._drain_forever())
 
     async def _connect_once(self) -> None:
+        self.state, self._early_loss = "connecting", None
         await self.transport.connect(self)
         self.state = "open"
         self.connected_at = time.time()
         self.link_started = time.monotonic()
         payload = self.address.options.payload
-        if payload is not None:
+        if payload is not None and self._early_loss is None:
             await self.transport.send(payload)
             self._count_out(payload)
         self.buffer.set_connected(True)
-        self._start_watchdogs()
+        if self._early_loss is not None:  # the link died before connect() even returned
+            self.lost(self._early_loss)
+        else:
+            self._start_watchdogs()
 
     async def _abandon(self) -> None:
         self.state = "closed"
@@ -117,6 +122,9 @@ class Session(Receiver):
 
     def lost(self, reason: str) -> None:
         """Called by the transport when a live link breaks (and by the watchdogs)."""
+        if self.state == "connecting":
+            self._early_loss = reason
+            return
         if self.state != "open":
             return
         self.state = "down"

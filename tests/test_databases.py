@@ -92,7 +92,7 @@ def test_shared_table_same_results_everywhere(database):
 
         # placeholders bind values; ? and % inside quotes are SQL text
         picked = conn.exec(
-            f"SELECT id, name FROM {table} WHERE name = ? OR (id = ? AND name <> '?%')",
+            f"SELECT id, name FROM {table} WHERE name = ? OR (id = ? AND name <> '?%') ORDER BY id",
             "it's 100% ?",
             3,
         )

@@ -20,7 +20,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from .. import __version__
-from ..address import Address, redact
+from ..address import Address, redact, split_host_port
 from ..buffer import Message, as_message
 from ..codecs import get_codec
 from ..errors import AddressError, ConnectError
@@ -94,6 +94,8 @@ class _WebSocketStream(StreamProtocol):
                 self._fragment(event)
         if ws.state is not State.OPEN and self.open:
             self._lost(self._close_reason())
+        elif not self.open and ws.handshake_exc is not None:  # not even an HTTP response
+            self._handshake_done(None)
 
     def _fragment(self, frame: Frame) -> None:
         if frame.opcode is not _CONT:
@@ -181,12 +183,11 @@ class WebSocketTransport(StreamTransport):
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
+        split_host_port(address.target, address.scheme, 443 if address.scheme == "wss" else 80)
         try:
             self.uri = parse_uri(address.url)
-        except InvalidURI as exc:
+        except (InvalidURI, ValueError) as exc:
             raise AddressError(f"{redact(address.url)}: not a WebSocket URL ({exc})") from None
-        if self.uri.port == 0:
-            raise AddressError(f"{redact(address.url)}: port 0 is not dialable")
         options = address.options
         codec = get_codec(options.compress)
         self._decode = codec.decode if codec and options.mode in ("recv", "dual") else None
@@ -260,6 +261,9 @@ class WebSocketTransport(StreamTransport):
         if stream is None or stream.transport is None:
             return
         stream.closing = True
+        if not stream.open:  # handshake never finished or link already dead: nothing to say
+            stream.transport.abort()
+            return
         if stream.ws.state is State.OPEN:
             stream.ws.send_close(1000)
             stream.flush()

@@ -1,0 +1,89 @@
+"""Raw tcp / tls / udp / unix sockets against real local echo servers."""
+
+from __future__ import annotations
+
+from dial import Dial, last_error
+from tests.conftest import EchoServers, Socks
+from tests.test_read_semantics import wait_until
+
+
+def read_exactly(conn, size: int) -> bytes | str:
+    chunks = []
+    total = 0
+    while total < size:
+        chunk = conn.read(3000)
+        assert chunk, f"stream ended after {total} of {size} bytes"
+        chunks.append(chunk)
+        total += len(chunk.encode() if isinstance(chunk, str) else chunk)
+    return (
+        "".join(chunks)
+        if all(isinstance(c, str) for c in chunks)
+        else b"".join(c.encode() if isinstance(c, str) else c for c in chunks)
+    )
+
+
+def test_tcp_echo(echo_servers: EchoServers) -> None:
+    with Dial(f"tcp://127.0.0.1:{echo_servers.tcp}") as conn:
+        assert conn.write("GET / HTTP/1.1\r\n\r\n") == 18
+        assert read_exactly(conn, 18) == "GET / HTTP/1.1\r\n\r\n"
+        conn.write(b"\xff\x00")
+        assert read_exactly(conn, 2) == b"\xff\x00"
+
+
+def test_tcp_peer_close_gives_empty_string_then_write_zero(echo_servers: EchoServers) -> None:
+    conn = Dial(f"tcp://127.0.0.1:{echo_servers.tcp}")
+    conn.write("bye\n")
+    assert conn.read(3000) == ""
+    assert conn.write("more") == 0
+    conn.close()
+
+
+def test_tls_echo_verified(echo_servers: EchoServers, trust_test_ca: str) -> None:
+    with Dial(f"tls://127.0.0.1:{echo_servers.tls}") as conn:
+        conn.write("over tls")
+        assert read_exactly(conn, 8) == "over tls"
+
+
+def test_tls_untrusted_fails_unless_verify_false(echo_servers: EchoServers, monkeypatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    assert Dial(f"tls://127.0.0.1:{echo_servers.tls}", timeout=3) is None
+    assert "not trusted" in last_error()
+    with Dial(f"tls://127.0.0.1:{echo_servers.tls}|verify=false") as conn:
+        conn.write("insecure ok")
+        assert read_exactly(conn, 11) == "insecure ok"
+
+
+def test_udp_one_datagram_per_read(echo_servers: EchoServers) -> None:
+    with Dial(f"udp://127.0.0.1:{echo_servers.udp}") as conn:
+        conn.write("first")
+        conn.write("second")
+        assert [conn.read(3000), conn.read(3000)] == ["first", "second"]
+
+
+def test_unix_echo(echo_servers: EchoServers) -> None:
+    with Dial(f"unix://{echo_servers.unix}") as conn:
+        conn.write("over unix")
+        assert read_exactly(conn, 9) == "over unix"
+
+
+def test_tcp_through_socks5_proxy(echo_servers: EchoServers, socks_proxy: Socks) -> None:
+    with Dial(f"tcp://127.0.0.1:{echo_servers.tcp}|proxy={socks_proxy.url()}") as conn:
+        conn.write("via proxy")
+        assert read_exactly(conn, 9) == "via proxy"
+
+
+def test_tls_through_authenticated_proxy(
+    echo_servers: EchoServers, socks_proxy_auth: Socks, trust_test_ca: str
+) -> None:
+    with Dial(f"tls://127.0.0.1:{echo_servers.tls}|proxy={socks_proxy_auth.url()}") as conn:
+        conn.write("tls via proxy")
+        assert read_exactly(conn, 13) == "tls via proxy"
+
+
+def test_stats_count_traffic(echo_servers: EchoServers) -> None:
+    with Dial(f"udp://127.0.0.1:{echo_servers.udp}") as conn:
+        for i in range(5):
+            conn.write(f"d{i}")
+        assert wait_until(lambda: conn.stats().messages_in == 5)
+        stats = conn.stats()
+        assert (stats.messages_out, stats.bytes_out, stats.buffered) == (5, 10, 5)

@@ -1,0 +1,197 @@
+"""ws:// and wss:// against a real websockets server: codecs, payload, reconnect, TLS, proxy."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import threading
+import time
+import zlib
+
+import pytest
+
+from dial import Dial, last_error
+from tests.conftest import Socks, WsServer
+from tests.test_read_semantics import wait_until
+
+
+@pytest.mark.parametrize(
+    ("compress", "command"),
+    [("gzip", "gzip"), ("gzip_raw", "raw"), ("deflate", "zlib"), ("zlib", "zlib")],
+)
+def test_compressed_binary_frames_are_decoded(ws_server: WsServer, compress: str, command: str):
+    with Dial(f"{ws_server.url}|compress={compress}&mode=recv") as conn:
+        conn.write(f"{command}:hello {compress}")
+        assert conn.read(3000) == f"hello {compress}"
+
+
+def test_uncompressed_frames_pass_through_the_codec(ws_server: WsServer) -> None:
+    with Dial(f"{ws_server.url}|compress=gzip_raw") as conn:
+        conn.write("pong")
+        assert conn.read(3000) == "pong"
+        conn.write("bin:00ff10")  # binary, not deflate data, not UTF-8
+        assert conn.read(3000) == b"\x00\xff\x10"
+
+
+def test_send_mode_compresses_outgoing_messages(ws_server: WsServer) -> None:
+    with Dial(f"{ws_server.url}|compress=gzip&mode=send") as conn:
+        conn.write("outgoing")
+        echoed = conn.read(3000)  # the server echoes our binary frame; recv is not decoded
+        assert gzip.decompress(echoed) == b"outgoing"
+    assert gzip.decompress(ws_server.received[-1]) == b"outgoing"
+
+
+def test_dual_mode_compresses_both_ways(ws_server: WsServer) -> None:
+    with Dial(f"{ws_server.url}|compress=deflate&mode=dual") as conn:
+        conn.write("both ways")
+        assert conn.read(3000) == "both ways"
+    assert zlib.decompress(ws_server.received[-1]) == b"both ways"
+
+
+def test_enable_compression_negotiates_permessage_deflate(ws_server: WsServer) -> None:
+    with Dial(f"{ws_server.url}|enableCompression=true") as conn:
+        conn.write("x" * 10_000)
+        assert conn.read(3000) == "x" * 10_000
+    assert "permessage-deflate" in ws_server.extensions[-1]
+    with Dial(ws_server.url) as conn:
+        assert conn.write("plain")
+    assert "permessage-deflate" not in ws_server.extensions[-1]
+
+
+def test_payload_is_sent_after_connect(ws_server: WsServer) -> None:
+    with Dial(f'{ws_server.url}|payload={{"op":"subscribe","args":["a=b&c"]}}') as conn:
+        assert conn.read(3000) == '{"op":"subscribe","args":["a=b&c"]}'
+
+
+def test_non_utf8_binary_message_is_returned_as_bytes(ws_server: WsServer) -> None:
+    with Dial(ws_server.url) as conn:
+        conn.write(b"\xff\xfe\x00")
+        assert conn.read(3000) == b"\xff\xfe\x00"
+        conn.write("bin:68690a")  # valid UTF-8 in a binary frame
+        assert conn.read(3000) == "hi\n"
+
+
+def test_reconnect_recovers_three_drops_and_resends_payload(ws_server: WsServer) -> None:
+    conn = Dial(f"{ws_server.url}|reconnect=true&interval=100&payload=subscribe-me")
+    assert conn.read(3000) == "subscribe-me"
+    for drop in range(1, 4):
+        ws_server.drop_all()
+        assert wait_until(lambda: conn.read(-1) == "", 3)  # down: "" at once
+        assert conn.write("during outage") in (0, len("during outage"))
+        assert next_message(conn) == "subscribe-me", f"payload not re-sent after drop {drop}"
+        assert conn.reconnects == drop
+        conn.write(f"echo:after {drop}")
+        assert conn.read(3000) == f"after {drop}"
+    assert ws_server.received.count("subscribe-me") == 4
+    assert ws_server.handshakes == 4
+    conn.close()
+
+
+def next_message(conn, seconds: float = 5.0):
+    """Poll as an FMZ loop does: while reconnecting read() returns "" at once."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        message = conn.read(100)
+        if message:
+            return message
+        time.sleep(0.01)
+    return None
+
+
+def test_without_reconnect_a_drop_is_final(ws_server: WsServer) -> None:
+    conn = Dial(ws_server.url)
+    ws_server.drop_all()
+    assert wait_until(lambda: conn.read(-1) == "")
+    time.sleep(0.3)
+    assert conn.reconnects == 0 and ws_server.handshakes == 1
+    assert conn.write("x") == 0
+    conn.close()
+
+
+def test_wss_verifies_against_ssl_cert_file(wss_server: WsServer, trust_test_ca: str) -> None:
+    with Dial(wss_server.url) as conn:
+        conn.write("echo:secure")
+        assert conn.read(3000) == "secure"
+
+
+def test_wss_untrusted_certificate_fails_with_reason(wss_server: WsServer, monkeypatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    assert Dial(wss_server.url, timeout=3) is None
+    assert "certificate" in last_error() and "verify=false" in last_error()
+
+
+def test_wss_verify_false_skips_verification(wss_server: WsServer, monkeypatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with Dial(f"{wss_server.url}|verify=false") as conn:
+        conn.write("echo:unverified")
+        assert conn.read(3000) == "unverified"
+
+
+def test_ws_through_socks5_proxy(ws_server: WsServer, socks_proxy: Socks) -> None:
+    with Dial(f"{ws_server.url}|proxy={socks_proxy.url()}") as conn:
+        conn.write("echo:proxied")
+        assert conn.read(3000) == "proxied"
+
+
+def test_wss_through_authenticated_socks5_proxy(
+    wss_server: WsServer, socks_proxy_auth: Socks, trust_test_ca: str
+) -> None:
+    with Dial(f"{wss_server.url}|proxy={socks_proxy_auth.url()}&compress=gzip") as conn:
+        conn.write("gzip:via auth proxy")
+        assert conn.read(3000) == "via auth proxy"
+        assert socks_proxy_auth.password not in repr(conn)
+
+
+def test_wrong_proxy_password_fails_cleanly(
+    ws_server: WsServer, socks_proxy_auth: Socks, caplog: pytest.LogCaptureFixture
+) -> None:
+    address = f"{ws_server.url}|proxy={socks_proxy_auth.url(password='wrong-pw')}"
+    start = time.monotonic()
+    assert Dial(address, timeout=3) is None
+    assert time.monotonic() - start < 4
+    assert "proxy" in last_error()
+    assert "wrong-pw" not in last_error() and "wrong-pw" not in caplog.text
+
+
+def test_garbage_after_handshake_is_a_clean_disconnect(server_thread) -> None:
+    """A server that answers the handshake then sends bytes that are not WebSocket frames."""
+    from websockets.utils import accept_key
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        request = client.recv(4096).decode()
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in request.split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        )
+        client.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept_key(key).encode()
+            + b"\r\n\r\n"
+        )
+        client.sendall(b"\x81\x02ok" + b"\x8f\xff garbage that is not a frame")
+        time.sleep(1)
+        client.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    conn = Dial(f"ws://127.0.0.1:{port}/")
+    assert conn.read(2000) == "ok"
+    assert conn.read(2000) == ""
+    assert "protocol error" in conn.stats().last_error
+    conn.close()
+    listener.close()
+
+
+def test_write_accepts_str_and_bytes_and_rejects_others(ws_server: WsServer) -> None:
+    with Dial(ws_server.url) as conn:
+        assert conn.write("héllo") == len("héllo".encode())
+        assert conn.write(b"\x01\x02") == 2
+        with pytest.raises(TypeError):
+            conn.write(12345)
+        assert conn.read(3000) == "héllo"
