@@ -282,7 +282,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         stopped = asyncio.get_running_loop().create_future()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGTERM, lambda: stopped.done() or stopped.set_result(None)
+                signal.SIGTERM, lambda: None if stopped.done() else stopped.set_result(None)
             )
         try:
             await stopped

@@ -76,10 +76,11 @@ class HuobiFeed(Feed):
 
     async def _on_message(self, client: _Client, message: str | bytes) -> None:
         if isinstance(message, bytes):  # a client gzipping its requests (mode=dual)
+            data = message
             try:
-                message = gzip.decompress(message).decode()
+                message = gzip.decompress(data).decode()
             except (OSError, EOFError, UnicodeDecodeError):
-                message = message.decode(errors="replace")
+                message = data.decode(errors="replace")
         try:
             request = json.loads(message)
             if not isinstance(request, dict):

@@ -123,10 +123,11 @@ class OkxFeed(Feed):
 
     async def _on_message(self, client: _Client, message: str | bytes) -> None:
         if isinstance(message, bytes):  # a client compressing its requests (mode=dual)
+            data = message
             try:
-                message = zlib.decompress(message, -15).decode()
+                message = zlib.decompress(data, -15).decode()
             except (zlib.error, UnicodeDecodeError):
-                message = message.decode(errors="replace")
+                message = data.decode(errors="replace")
         if message == "ping":
             self.count("pings")
             await client.ws.send("pong")  # never compressed, on OKX as here
@@ -237,7 +238,7 @@ class OkxFeed(Feed):
             inst = self.market.find(inst_id)
             if not clients or inst is None:
                 continue
-            push = {
+            push: dict[str, object] = {
                 "arg": {"channel": "tickers", "instId": inst_id},
                 "data": [self._ticker(inst, inst_id, stamp)],
             }

@@ -235,6 +235,7 @@ class Simulator:
         return connection.respond(404, f"no simulated feed at {path}; paths: {known}\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None  # the handshake is done before the handler runs
         path = unquote(ws.request.path.split("?", 1)[0])
         feed = self._feed_for(path)
         if feed is None:  # pragma: no cover - _route refused it already

@@ -280,9 +280,9 @@ class KafkaTransport(StreamTransport):
                 continue
             await _quietly(part.stop(), grace)
             sender = getattr(part, "_sender", None)
-            task = getattr(sender, "sender_task", None)
-            if task is not None and not task.done():
-                task.cancel()
+            sender_task = getattr(sender, "sender_task", None)
+            if sender_task is not None and not sender_task.done():
+                sender_task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await _quietly(client.close(), CLOSE_TIMEOUT)
 

@@ -93,7 +93,7 @@ class NatsTransport(StreamTransport):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            cause = exc
+            cause: BaseException = exc
             if isinstance(exc, nats.errors.NoServersError) and errors:
                 cause = errors[-1]
             raise ConnectError(f"{where}: {describe(cause)}") from None

@@ -49,7 +49,7 @@ class _WebSocketStream(StreamProtocol):
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.open = False
         self.closing = False
-        self._fragments: list[bytes] = []
+        self._fragments: list[bytes | bytearray | memoryview] = []
         self._fragment_opcode: Opcode | None = None
         self.pings: dict[bytes, asyncio.Future[None]] = {}  # ping payload -> its pong
 
