@@ -288,6 +288,8 @@ class Tracker:
                 if entry is not None and entry.deadline == deadline:
                     del pending[key]
                     expired.append(entry)
+            if not pending:  # what is left are answered requests' stale deadlines
+                deadlines.clear()
             self._sweep_at = deadlines[0][0] if deadlines else None
         self.expired += len(expired)
         for entry in expired:
