@@ -19,7 +19,7 @@ import aiomysql
 import pymysql
 
 from ..address import Address, redact
-from ..database import Result, bind, listify, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -152,6 +152,7 @@ class MysqlBackend(DatabaseBackend):
             )
         self.settings = parse_mysql_target(address.target)
         self._connection: aiomysql.Connection | None = None
+        self._socket: Any = None
 
     @property
     def where(self) -> str:
@@ -173,6 +174,12 @@ class MysqlBackend(DatabaseBackend):
             raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
         except OSError as exc:
             raise ConnectError(f"{self.where}: {exc.strerror or exc}") from None
+        writer = getattr(self._connection, "_writer", None)
+        self._socket = writer.get_extra_info("socket") if writer is not None else None
+
+    def pending_input(self) -> bool:
+        """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
+        return self._connection is not None and socket_has_input(self._socket)
 
     def alive(self) -> bool:
         connection = self._connection

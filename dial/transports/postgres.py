@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import asyncpg
 
 from ..address import Address, redact
-from ..database import Result, bind, listify, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -137,6 +137,7 @@ class PostgresBackend(DatabaseBackend):
             )
         self.settings = parse_postgres_target(address.target)
         self._connection: asyncpg.Connection | None = None
+        self._socket: Any = None
 
     @property
     def where(self) -> str:
@@ -150,9 +151,15 @@ class PostgresBackend(DatabaseBackend):
         except (OSError, asyncpg.InterfaceError) as exc:
             reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
             raise ConnectError(f"{self.where}: {reason or type(exc).__name__}") from None
+        transport = getattr(self._connection, "_transport", None)
+        self._socket = transport.get_extra_info("socket") if transport is not None else None
 
     def alive(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
+
+    def pending_input(self) -> bool:
+        """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
+        return self._connection is not None and socket_has_input(self._socket)
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
@@ -170,8 +177,9 @@ class PostgresBackend(DatabaseBackend):
                 return status_result(_rowcount(await connection.execute(sql)))
             if records:
                 return rows_result(list(records[0].keys()), listify(records))
-            statement = await connection._prepare(query, use_cache=True)
-            attributes = statement.get_attributes()
+            # The statement cache already holds it (prepared by _execute): no round trip.
+            statement = await connection._get_statement(query, None)
+            attributes = statement._get_attributes()
             if attributes:
                 return rows_result([a.name for a in attributes], [])
             return status_result(_rowcount(status))
