@@ -355,6 +355,7 @@ class _SharedConnection:
                 try:
                     waited = coro.send(None) if error is None else coro.throw(error)
                 except StopIteration as done:
+                    self._run_ready(loop)
                     return done.value  # type: ignore[no-any-return]
                 error = None
                 if waited is None:  # a bare yield (asyncio.sleep(0)): one quick iteration
@@ -368,6 +369,19 @@ class _SharedConnection:
                     error = RuntimeError(f"dial: unexpected yield {waited!r}")
         finally:
             _set_running_loop(None)
+
+    @staticmethod
+    def _run_ready(loop: asyncio.AbstractEventLoop) -> None:
+        """Run the callbacks the finished statement left queued (its futures' done-callbacks)
+        now, as the Task's last iteration would have: left for the next statement, they would
+        cost it a whole extra loop iteration before it can block on the server's reply."""
+        ready = getattr(loop, "_ready", None)
+        if not ready:
+            return
+        for _ in range(len(ready)):
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
 
     def _iterate(self, run_once: Callable[[], None], coro: Coroutine[Any, Any, Any]) -> None:
         try:
