@@ -307,9 +307,10 @@ class ClickhouseBackend(DatabaseBackend):
                 selects = " UNION ALL ".join(f"SELECT {row}" for row in tuples)
                 query = f"INSERT INTO {insert.group('head')} {selects}"
                 known_rows = len(tuples)
-        rows, columns = client.execute(query, with_column_types=True)
+        # Columnar: the driver then builds no tuple per row, and zip() reuses its one tuple.
+        data, columns = client.execute(query, with_column_types=True, columnar=True)
         if columns:
-            return rows_result([c[0] for c in columns], listify(rows))
+            return rows_result([c[0] for c in columns], listify(zip(*data, strict=True)))
         if known_rows is None:
             last = client.last_query
             known_rows = last.progress.written_rows if last is not None else 0
