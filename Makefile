@@ -23,7 +23,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check dial tests benchmarks examples
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ws_throughput.py
+	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The offline demo: exchange simulator, three ticker readers, SQLite; ends by itself.
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+# Brokers and databases for the examples: Docker when an engine answers, else local daemons.
+services: $(STAMP)
+	@if docker info >/dev/null 2>&1; then \
+		docker compose -f docker/docker-compose.yml up -d --wait; \
+	else \
+		echo "no Docker engine answers: starting local daemons instead"; \
+		$(BIN)/python -m tests.servers.start_all; \
+	fi

@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Dial", "DialError", "__version__", "last_error"]
+__all__ = ["Dial", "DialError", "__version__", "last_error", "wait"]
 
 if TYPE_CHECKING:
     from .dialer import Dial
     from .errors import DialError, last_error
+    from .select import wait
 
 
 def __getattr__(name: str) -> Any:
@@ -28,4 +29,12 @@ def __getattr__(name: str) -> Any:
         from . import errors
 
         return getattr(errors, name)
+    if name == "wait":
+        from .select import wait
+
+        return wait
+    if name in ("aio", "tracking"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'dial' has no attribute {name!r}")

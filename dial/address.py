@@ -26,6 +26,8 @@ __all__ = ["Address", "Options", "parse", "redact", "split_host_port"]
 COMPRESS_CODECS = ("gzip", "gzip_raw", "deflate", "zlib")
 COMPRESS_MODES = ("recv", "send", "dual")
 PROXY_SCHEMES = ("socks5", "socks5h", "socks4", "http")
+BACKOFF_KINDS = ("fixed", "exp")
+MAX_SECONDS = 86_400.0
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
@@ -42,6 +44,13 @@ class Options:
     proxy: str | None = None
     enable_compression: bool = False  # permessage-deflate
     verify: bool = True  # TLS certificate verification
+    ping: float | None = None  # seconds between heartbeats
+    pong: float | None = None  # seconds a heartbeat may wait for its answer (default: ping)
+    ping_text: str | None = None  # send this text instead of a WebSocket ping frame
+    pong_text: str = "pong"  # the text answer to ping_text (swallowed, never read())
+    idle: float | None = None  # seconds without a data message before the link is stale
+    backoff: str = "fixed"  # "exp": capped exponential reconnect delay with jitter
+    backoff_max: int = 30_000  # milliseconds, the cap of backoff=exp
     given: frozenset[str] = field(default=frozenset(), compare=False)  # names the user set
 
 
@@ -67,6 +76,22 @@ def _parse_interval(name: str, value: str) -> int:
     if not value.isdigit() or int(value) <= 0 or int(value) > 86_400_000:
         raise AddressError(f"option {name}={value!r}: expected milliseconds as a whole number > 0")
     return int(value)
+
+
+def _parse_seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not (0 < seconds <= MAX_SECONDS):  # also rejects nan and inf
+        raise AddressError(f"option {name}={value!r}: expected seconds > 0, e.g. {name}=10")
+    return seconds
+
+
+def _parse_text(name: str, value: str) -> str:
+    if value == "":
+        raise AddressError(f"option {name} is empty")
+    return value
 
 
 def _parse_payload(name: str, value: str) -> str:
@@ -101,6 +126,20 @@ OPTION_PARSERS = {
     "proxy": ("proxy", _parse_proxy),
     "enableCompression": ("enable_compression", _parse_bool),
     "verify": ("verify", _parse_bool),
+    "ping": ("ping", _parse_seconds),
+    "pong": ("pong", _parse_seconds),
+    "pingText": ("ping_text", _parse_text),
+    "pongText": ("pong_text", _parse_text),
+    "idle": ("idle", _parse_seconds),
+    "backoff": ("backoff", _parse_choice(BACKOFF_KINDS)),
+    "backoffMax": ("backoff_max", _parse_interval),
+}
+# option -> the option it only makes sense with
+_REQUIRES = {
+    "pong": "ping",
+    "pingText": "ping",
+    "pongText": "pingText",
+    "backoffMax": "backoff",
 }
 _OPTION_FIELDS = {f.name for f in fields(Options)}
 _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
@@ -170,6 +209,11 @@ def parse_options(text: str) -> Options:
         values[field_name] = parse_value(name, text[start:stop])
         given.add(name)
         pos = stop + 1
+    for name, needed in _REQUIRES.items():
+        if name in given and needed not in given:
+            raise AddressError(f"option {name} needs {needed}= as well")
+    if "backoffMax" in given and values.get("backoff") != "exp":
+        raise AddressError("option backoffMax only applies to backoff=exp")
     return Options(**values, given=frozenset(given))  # type: ignore[arg-type]
 
 
@@ -198,7 +242,7 @@ def split_host_port(target: str, scheme: str, default_port: int | None = None) -
     return host, port
 
 
-_USERINFO = re.compile(r"(//[^:/@\s|&]*:)[^@\s]*?@")
+_USERINFO = re.compile(r"(//[^:/@\s|&]*:)[^@\s/]*?@")  # a path's "@" is not a password
 _SECRET_PARAM = re.compile(
     r"((?:password|passwd|pwd|pass|secret|secret_key|passphrase|token|sasl_password)=)"
     r"[^&\s|;]*",

@@ -26,6 +26,7 @@ CAPACITY = 2000
 PAUSE_LIMIT = 0.05  # seconds a paused socket waits for an active reader before reading again
 Message = str | bytes
 
+_monotonic = time.monotonic
 DISCONNECTED = ""  # what read() returns once the buffer is drained and the link is down
 
 
@@ -55,6 +56,7 @@ class MessageBuffer:
         "_flow",
         "_guard",
         "_high_water",
+        "_intercept",
         "_items",
         "_listeners",
         "_low_water",
@@ -66,6 +68,7 @@ class MessageBuffer:
         "_wake",
         "connected",
         "dropped",
+        "last_at",
         "received",
     )
 
@@ -89,6 +92,8 @@ class MessageBuffer:
         self.connected = True
         self.dropped = 0
         self.received = 0
+        self.last_at = 0.0  # time.monotonic() of the last message put, 0.0 before the first
+        self._intercept: Callable[[Message], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,6 +101,9 @@ class MessageBuffer:
     # -- producer side (event-loop thread) ---------------------------------------------------
 
     def put(self, message: Message) -> None:
+        intercept = self._intercept
+        if intercept is not None and intercept(message):
+            return  # consumed (a heartbeat answer, a tracked response)
         items = self._items
         if len(items) >= self._capacity:
             try:
@@ -105,6 +113,7 @@ class MessageBuffer:
                 pass
         items.append(message)
         self.received += 1
+        self.last_at = _monotonic()
         if self._flow is not None and len(items) >= self._high_water and not self._paused:
             self._pause_if_reader_active()
         if self._parked:
@@ -140,6 +149,11 @@ class MessageBuffer:
         flow = self._flow
         if flow is not None and self._paused:
             flow.loop.call_soon_threadsafe(self._resume)
+
+    def set_intercept(self, intercept: Callable[[Message], bool] | None) -> None:
+        """Route every message through `intercept` first; True means it was consumed and
+        never enters the buffer. Runs on the producer thread, so keep it cheap."""
+        self._intercept = intercept
 
     def set_connected(self, connected: bool) -> None:
         """Mark the link up or down; a parked reader wakes to see `""` once drained."""

@@ -8,6 +8,7 @@ and releases a reader blocked in another thread.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from dataclasses import dataclass
@@ -27,15 +28,23 @@ CLOSE_TIMEOUT = 10.0
 
 @dataclass(frozen=True)
 class Stats:
+    """A snapshot of one connection's counters (since Dial, across reconnects)."""
+
     connected: bool
     messages_in: int
     messages_out: int
     bytes_out: int
     buffered: int
-    dropped: int
+    dropped: int  # messages discarded because the 2000-message buffer was full
     reconnects: int
     send_errors: int
-    last_error: str | None
+    last_error: str | None  # why the link last went down
+    bytes_in: int = 0  # wire bytes for ws/tcp/tls/unix, message bytes otherwise
+    last_message_age: float | None = None  # seconds since the last data message, None: none yet
+    last_rtt: float | None = None  # seconds, the last heartbeat round trip (ping= or ping())
+    heartbeats_missed: int = 0  # pongs that did not come back within the deadline
+    stale_restarts: int = 0  # links dropped by the idle= watchdog
+    uptime: float | None = None  # seconds the current link has been up, None while down
 
 
 class Connection:
@@ -114,19 +123,16 @@ class Connection:
     def reconnects(self) -> int:
         return self._session.reconnects
 
+    def ping(self, timeout: float = 10.0) -> float | None:
+        """Measure one heartbeat round trip now (a WebSocket ping frame, or `pingText`).
+        Returns seconds, or None when the link is down or no answer came within `timeout`."""
+        try:
+            return reactor.call(self._session.ping(timeout), timeout + 1.0)
+        except (asyncio.TimeoutError, TimeoutError, ConnectionError, NotImplementedError):
+            return None
+
     def stats(self) -> Stats:
-        session, buffer = self._session, self._buffer
-        return Stats(
-            connected=session.state == "open",
-            messages_in=buffer.received,
-            messages_out=session.messages_out,
-            bytes_out=session.bytes_out,
-            buffered=len(buffer),
-            dropped=buffer.dropped,
-            reconnects=session.reconnects,
-            send_errors=session.send_errors,
-            last_error=session.last_reason,
-        )
+        return session_stats(self._session)
 
     def __enter__(self) -> Connection:
         return self
@@ -140,6 +146,30 @@ class Connection:
 
     def __bool__(self) -> bool:  # FMZ: `if client:` tests that Dial succeeded
         return True
+
+
+def session_stats(session: Session) -> Stats:
+    """The `Stats` of a session; shared with `dial.aio`."""
+    buffer = session.buffer
+    now = time.monotonic()
+    is_open = session.state == "open"
+    return Stats(
+        connected=is_open,
+        messages_in=buffer.received,
+        messages_out=session.messages_out,
+        bytes_out=session.bytes_out,
+        buffered=len(buffer),
+        dropped=buffer.dropped,
+        reconnects=session.reconnects,
+        send_errors=session.send_errors,
+        last_error=session.last_reason,
+        bytes_in=session.bytes_in,
+        last_message_age=now - buffer.last_at if buffer.last_at else None,
+        last_rtt=session.last_rtt,
+        heartbeats_missed=session.heartbeats_missed,
+        stale_restarts=session.stale_restarts,
+        uptime=now - session.link_started if is_open else None,
+    )
 
 
 def _close_abandoned(session: Session) -> None:

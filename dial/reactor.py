@@ -86,10 +86,26 @@ class Reactor:
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
+        try:  # let abandoned connections' close tasks finish before the loop stops
+            asyncio.run_coroutine_threadsafe(_settle(), loop).result(5)
+        except Exception:
+            pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         if not thread.is_alive():
             loop.close()
+
+
+async def _settle() -> None:
+    """Wait briefly for every other task on the loop, then cancel what is left."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=3)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)
 
 
 reactor = Reactor()

@@ -1,17 +1,27 @@
 """The connect / reconnect supervisor, written once for every streaming transport.
 
-A `Session` lives on the reactor thread. It connects its transport, sends the `payload`
-after every successful connect, keeps the buffer's connected flag true only while the link is
-usable, serialises outgoing messages through one drain task, and - with `reconnect=true` -
-reconnects every `interval` ms after a loss until it succeeds or the connection is closed.
+A `Session` lives on one event loop (the reactor thread, or the caller's loop for `dial.aio`).
+It connects its transport, sends the `payload` after every successful connect, keeps the
+buffer's connected flag true only while the link is usable, serialises outgoing messages
+through one drain task, and - with `reconnect=true` - reconnects after a loss (every `interval`
+ms, or with `backoff=exp` a capped exponential delay with jitter) until it succeeds or the
+connection is closed.
+
+Staying alive is decided here too, the same way for every transport: with `ping=S` a heartbeat
+(the transport's ping frame, or the `pingText` message) goes out every S seconds and must be
+answered within `pong` seconds; with `idle=S` a link that delivered no data message for S
+seconds is stale. Either failure is treated exactly like a lost link.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .address import Address, redact
@@ -40,11 +50,25 @@ class Session(Receiver):
         self.last_reason: str | None = None
         self._early_loss: str | None = None
         self.connected_at: float | None = None
+        self.bytes_in = 0
+        self.last_rtt: float | None = None  # seconds, of the last answered heartbeat
+        self.heartbeats_missed = 0
+        self.stale_restarts = 0
+        if not transport.counts_bytes_in:
+            self.deliver = self._deliver_counting
+        self.link_started = 0.0  # time.monotonic() of the current link's connect
+        self._link_tasks: set[asyncio.Task[Any]] = set()
+        self._backoff_step = 0
+        self._interceptors: list[Callable[[Message], bool]] = []
+        self._pong_waiter: asyncio.Future[None] | None = None
+        if address.options.ping_text is not None:
+            self.add_interceptor(self._take_text_pong)
         self._outbox: deque[Message] = deque()
         self._drain_idle = True
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.loop_thread: int | None = None
 
     @property
     def name(self) -> str:
@@ -55,6 +79,7 @@ class Session(Receiver):
     async def open(self, timeout: float) -> None:
         """First connect. Raises DialError; on failure nothing is left running."""
         self.loop = self._loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
         self._kick = asyncio.Event()
         if self.transport.flow_control:
             self.buffer.set_flow_control(self)
@@ -73,6 +98,7 @@ class Session(Receiver):
         await self.transport.connect(self)
         self.state = "open"
         self.connected_at = time.time()
+        self.link_started = time.monotonic()
         payload = self.address.options.payload
         if payload is not None and self._early_loss is None:
             await self.transport.send(payload)
@@ -80,6 +106,8 @@ class Session(Receiver):
         self.buffer.set_connected(True)
         if self._early_loss is not None:  # the link died before connect() even returned
             self.lost(self._early_loss)
+        else:
+            self._start_watchdogs()
 
     async def _abandon(self) -> None:
         self.state = "closed"
@@ -93,7 +121,7 @@ class Session(Receiver):
         self.transport.resume_reading()
 
     def lost(self, reason: str) -> None:
-        """Called by the transport when a live link breaks."""
+        """Called by the transport when a live link breaks (and by the watchdogs)."""
         if self.state == "connecting":
             self._early_loss = reason
             return
@@ -103,17 +131,48 @@ class Session(Receiver):
         self.last_reason = reason
         self.buffer.set_connected(False)
         self._outbox.clear()
+        self._stop_watchdogs()
+        waiter, self._pong_waiter = self._pong_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError(reason))
+            waiter.exception()  # retrieved: nobody may be waiting for it
+        if time.monotonic() - self.link_started >= self.address.options.backoff_max / 1000.0:
+            self._backoff_step = 0  # the link was healthy for a while: start backoff afresh
         if self.address.options.reconnect:
             log.warning("%s: disconnected (%s); reconnecting", self.name, reason)
             self._spawn(self._reconnect_forever())
         else:
             log.warning("%s: disconnected (%s)", self.name, reason)
 
+    def _link_failed(self, reason: str) -> None:
+        """A watchdog found the link dead while its socket is still open: drop it."""
+        if self.state != "open":
+            return
+        reconnect = self.address.options.reconnect
+        try:
+            self.transport.abort()
+        except Exception as exc:  # best effort: close() below still runs
+            log.debug("%s: abort failed: %s", self.name, describe_error(exc))
+        self.lost(reason)
+        if not reconnect:  # the reconnect loop closes the transport itself
+            self._spawn(self._close_transport())
+
+    def next_delay(self) -> float:
+        """Seconds to wait before the next reconnect attempt."""
+        options = self.address.options
+        interval = options.interval / 1000.0
+        if options.backoff != "exp":
+            return interval
+        cap = options.backoff_max / 1000.0
+        delay = min(cap, interval * 2.0 ** min(self._backoff_step, 60))
+        self._backoff_step += 1
+        return delay / 2 + random.uniform(0, delay / 2)  # "equal jitter": never below half
+
     async def _reconnect_forever(self) -> None:
         interval = self.address.options.interval / 1000.0
         await self._close_transport()
         while self.state == "down":
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.next_delay())
             if self.state != "down":
                 return
             try:
@@ -152,10 +211,120 @@ class Session(Receiver):
         except Exception as exc:  # closing must never raise to the user
             log.debug("%s: error while closing: %s", self.name, describe_error(exc))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- staying alive (loop thread) --------------------------------------------------------
+
+    def _start_watchdogs(self) -> None:
+        options = self.address.options
+        if options.ping is not None:
+            self._link_tasks.add(self._spawn(self._heartbeat_forever(options.ping)))
+        if options.idle is not None:
+            self._link_tasks.add(self._spawn(self._idle_watch(options.idle)))
+
+    def _stop_watchdogs(self) -> None:
+        current = asyncio.current_task() if self._loop is not None else None
+        for task in self._link_tasks:
+            if task is not current:
+                task.cancel()
+        self._link_tasks.clear()
+
+    async def _heartbeat_forever(self, every: float) -> None:
+        deadline = self.address.options.pong or every
+        while self.state == "open":
+            await asyncio.sleep(every)
+            if self.state != "open":
+                return
+            try:
+                await self.ping(deadline)
+            except asyncio.TimeoutError:
+                self.heartbeats_missed += 1
+                self._link_failed(f"no pong within {deadline:g} s")
+                return
+            except (ConnectionError, DialError) as exc:
+                self._link_failed(f"heartbeat failed: {describe_error(exc)}")
+                return
+
+    async def ping(self, timeout: float) -> float:
+        """One heartbeat round trip in seconds (also kept as `last_rtt`). Raises
+        asyncio.TimeoutError after `timeout` s, ConnectionError when the link is down."""
+        if self.state != "open":
+            raise ConnectionResetError("not connected")
+        started = time.monotonic()
+        await asyncio.wait_for(self._ping_once(), timeout)
+        self.last_rtt = rtt = time.monotonic() - started
+        return rtt
+
+    async def _ping_once(self) -> None:
+        text = self.address.options.ping_text
+        if text is None:
+            await self.transport.ping()
+            return
+        waiter = self._pong_waiter
+        if waiter is None or waiter.done():
+            assert self._loop is not None
+            waiter = self._pong_waiter = self._loop.create_future()
+            await self.transport.send(text)
+        await asyncio.shield(waiter)
+
+    def _take_text_pong(self, message: Message) -> bool:
+        pong = self.address.options.pong_text
+        if message != pong and not (
+            isinstance(message, str) and len(message) <= len(pong) + 4 and message.strip() == pong
+        ):
+            return False
+        waiter = self._pong_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True  # heartbeat answers are not data: read() never sees them
+
+    async def _idle_watch(self, idle: float) -> None:
+        buffer, started = self.buffer, self.link_started
+        while self.state == "open":
+            remaining = max(buffer.last_at, started) + idle - time.monotonic()
+            if remaining <= 0:
+                self.stale_restarts += 1
+                self._link_failed(f"no message for {idle:g} s (stale feed)")
+                return
+            await asyncio.sleep(remaining)
+
+    # -- incoming path ----------------------------------------------------------------------
+
+    def _deliver_counting(self, message: Message) -> None:
+        """`deliver` for transports that do not count wire bytes themselves."""
+        self.bytes_in += len(message.encode() if isinstance(message, str) else message)
+        self.buffer.put(message)
+
+    def add_interceptor(self, intercept: Callable[[Message], bool]) -> None:
+        """See every received message before the buffer; returning True consumes it.
+        Runs on the loop thread for every message, so it must be cheap."""
+        self._interceptors.append(intercept)
+        self._install_interceptors()
+
+    def remove_interceptor(self, intercept: Callable[[Message], bool]) -> None:
+        try:
+            self._interceptors.remove(intercept)
+        except ValueError:
+            return
+        self._install_interceptors()
+
+    def _install_interceptors(self) -> None:
+        chain = tuple(self._interceptors)
+        if not chain:
+            self.buffer.set_intercept(None)
+        elif len(chain) == 1:
+            self.buffer.set_intercept(chain[0])
+        else:
+            self.buffer.set_intercept(lambda message: any(take(message) for take in chain))
+
+    def consumed(self) -> None:
+        """An interceptor took a data message: count it as received (for stats and `idle`)."""
+        self.buffer.received += 1
+        self.buffer.last_at = time.monotonic()
 
     # -- outgoing path ----------------------------------------------------------------------
 
@@ -165,7 +334,10 @@ class Session(Receiver):
         if self._drain_idle:
             self._drain_idle = False
             assert self._loop is not None and self._kick is not None
-            self._loop.call_soon_threadsafe(self._kick.set)
+            if threading.get_ident() == self.loop_thread:
+                self._kick.set()  # already on the loop (dial.aio, callbacks): no self-pipe
+            else:
+                self._loop.call_soon_threadsafe(self._kick.set)
 
     def pending(self) -> int:
         return len(self._outbox)

@@ -8,6 +8,7 @@ import gzip
 import os
 import ssl
 import threading
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -268,6 +269,16 @@ def socks_proxy() -> Iterator[Socks]:
 @pytest.fixture(scope="session")
 def socks_proxy_auth() -> Iterator[Socks]:
     yield from _start_microsocks("trader", "s3cret-pw")
+
+
+def wait_until(predicate: Any, seconds: float = 5.0) -> bool:
+    """Poll `predicate` until it is true or `seconds` pass; returns its last value."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
 
 
 def fd_count() -> int:

@@ -97,6 +97,11 @@ def test_redact_masks_passwords_everywhere() -> None:
     assert "hunter3" not in redact("postgres://user=a password=hunter3 host=h")
 
 
+def test_redact_leaves_at_signs_in_paths_alone() -> None:
+    assert redact("ws://127.0.0.1:8765/ws/!ticker@arr") == "ws://127.0.0.1:8765/ws/!ticker@arr"
+    assert redact("wss://u:p@h:1/ws/a@b") == "wss://u:***@h:1/ws/a@b"
+
+
 def test_repr_of_address_hides_password() -> None:
     assert "hunter2" not in repr(parse("amqp://guest:hunter2@127.0.0.1:5672/?queue=q"))
 

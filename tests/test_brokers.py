@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import dial
 from dial import Dial
+from tests.conftest import wait_until
 from tests.servers.base import ensure_binary, free_port, kill, port_open, stop, wait_port
 from tests.servers.brokers import (
     close_own_rabbitmq_connections,
@@ -63,12 +64,7 @@ def read_until(conn: Any, wanted: Callable[[Any], bool], seconds: float = WAIT) 
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = WAIT) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+    return wait_until(condition, seconds)
 
 
 # -- independent clients, one per broker --------------------------------------------------------

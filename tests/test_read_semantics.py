@@ -8,16 +8,7 @@ import time
 
 from dial import Dial
 from dial.buffer import MessageBuffer
-from tests.conftest import WsServer
-
-
-def wait_until(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+from tests.conftest import WsServer, wait_until
 
 
 def filled(ws_server: WsServer, count: int):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dial import Dial, last_error
-from tests.conftest import EchoServers, Socks
-from tests.test_read_semantics import wait_until
+from tests.conftest import EchoServers, Socks, wait_until
 
 
 def read_exactly(conn, size: int) -> bytes | str:

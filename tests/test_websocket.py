@@ -11,8 +11,7 @@ import zlib
 import pytest
 
 from dial import Dial, last_error
-from tests.conftest import Socks, WsServer
-from tests.test_read_semantics import wait_until
+from tests.conftest import Socks, WsServer, wait_until
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ class Receiver:
     """
 
     deliver: Callable[[Message], None]
+    bytes_in: int = 0  # transports with `counts_bytes_in` add received wire bytes here
 
     def lost(self, reason: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -47,6 +48,7 @@ class StreamTransport(ABC):
             raise AddressError(
                 f"option {', '.join(sorted(unsupported))} is not supported for {address.scheme}://"
             )
+        self._check_heartbeat()
 
     @abstractmethod
     async def connect(self, receiver: Receiver) -> None:
@@ -73,6 +75,30 @@ class StreamTransport(ABC):
         """Extra state for repr(), e.g. the subscribed topic."""
         return ""
 
+    def abort(self) -> None:  # noqa: B027 - optional capability
+        """Drop the current link at once, skipping any closing handshake: a watchdog found
+        it dead, so waiting for the peer would only delay the reconnect. `close()` follows."""
+
+    #: True when `ping()` is implemented (a protocol-level heartbeat, e.g. WebSocket ping).
+    supports_ping: ClassVar[bool] = False
+
+    async def ping(self) -> None:
+        """Send a protocol heartbeat and return when its answer arrives (raise if the link is
+        down). The session bounds the wait with the `pong` deadline."""
+        raise NotImplementedError(f"{self.address.scheme}:// has no ping frame")
+
+    #: True when the transport adds the wire size of what it receives to `receiver.bytes_in`;
+    #: otherwise the session counts message sizes itself.
+    counts_bytes_in: ClassVar[bool] = False
+
+    def _check_heartbeat(self) -> None:
+        options = self.address.options
+        if options.ping is not None and options.ping_text is None and not self.supports_ping:
+            raise AddressError(
+                f"option ping: {self.address.scheme}:// has no ping frame; add pingText=TEXT "
+                "to send a text heartbeat (and pongText=TEXT for its answer)"
+            )
+
 
 class DatabaseBackend(ABC):
     """One database driver behind `exec(sql, *params)`; see `dial.database`."""
@@ -90,4 +116,17 @@ class DatabaseBackend(ABC):
     async def close(self) -> None: ...
 
 
-UNIVERSAL_OPTIONS = frozenset({"reconnect", "interval", "payload"})
+UNIVERSAL_OPTIONS = frozenset(
+    {
+        "reconnect",
+        "interval",
+        "payload",
+        "ping",
+        "pong",
+        "pingText",
+        "pongText",
+        "idle",
+        "backoff",
+        "backoffMax",
+    }
+)

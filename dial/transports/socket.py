@@ -156,6 +156,7 @@ class _ByteStream(StreamProtocol):
         self.closing = False
 
     def data_received(self, data: bytes) -> None:
+        self._receiver.bytes_in += len(data)
         self._deliver(as_message(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -169,6 +170,7 @@ class _SocketTransport(StreamTransport):
 
     supported_options = frozenset({"proxy", "verify"})
     flow_control = True
+    counts_bytes_in = True
     tls = False
 
     def __init__(self, address: Address) -> None:
@@ -200,6 +202,12 @@ class _SocketTransport(StreamTransport):
             raise ConnectionResetError("not connected")
         protocol.transport.write(data.encode() if isinstance(data, str) else data)
         await protocol.drain()
+
+    def abort(self) -> None:
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.closing = True
+            protocol.transport.abort()
 
     async def close(self) -> None:
         protocol, self._protocol = self._protocol, None

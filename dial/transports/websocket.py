@@ -34,6 +34,7 @@ CLOSE_WAIT_SECONDS = 1.0
 USER_AGENT = f"dialkit/{__version__}"
 
 _TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE
+_PONG = Opcode.PONG
 
 
 class _WebSocketStream(StreamProtocol):
@@ -50,6 +51,7 @@ class _WebSocketStream(StreamProtocol):
         self.closing = False
         self._fragments: list[bytes] = []
         self._fragment_opcode: Opcode | None = None
+        self.pings: dict[bytes, asyncio.Future[None]] = {}  # ping payload -> its pong
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -69,6 +71,7 @@ class _WebSocketStream(StreamProtocol):
                 transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
+        self.receiver.bytes_in += len(data)
         ws = self.ws
         ws.receive_data(data)
         events = ws.events_received()
@@ -85,6 +88,8 @@ class _WebSocketStream(StreamProtocol):
                 deliver(as_message(decode(event.data) if decode else event.data))
             elif opcode is _CLOSE:
                 self._lost(self._close_reason())
+            elif opcode is _PONG:
+                self._pong(bytes(event.data))
             elif opcode in (_TEXT, _BINARY, _CONT):
                 self._fragment(event)
         if ws.state is not State.OPEN and self.open:
@@ -103,6 +108,17 @@ class _WebSocketStream(StreamProtocol):
                 self.deliver(str(data, "utf-8"))
             else:
                 self.deliver(as_message(self.decode(data) if self.decode else data))
+
+    def _pong(self, data: bytes) -> None:
+        # A pong answers its own ping and, as in RFC 6455 practice, every earlier one.
+        if data not in self.pings:
+            return
+        for payload in list(self.pings):
+            waiter = self.pings.pop(payload)
+            if not waiter.done():
+                waiter.set_result(None)
+            if payload == data:
+                break
 
     def _handshake_done(self, event: Any) -> None:
         if self.handshake.done():
@@ -141,6 +157,11 @@ class _WebSocketStream(StreamProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        for waiter in self.pings.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("connection lost before the pong"))
+                waiter.exception()  # retrieved, even if its pinger was already cancelled
+        self.pings.clear()
         if not self.handshake.done():
             self.handshake.set_exception(
                 ConnectError("server closed the connection during the WebSocket handshake")
@@ -157,6 +178,8 @@ def _handshake_reason(event: Any, error: BaseException | None) -> str:
 class WebSocketTransport(StreamTransport):
     supported_options = frozenset({"compress", "mode", "enableCompression", "proxy", "verify"})
     flow_control = True
+    supports_ping = True
+    counts_bytes_in = True
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -170,6 +193,7 @@ class WebSocketTransport(StreamTransport):
         self._decode = codec.decode if codec and options.mode in ("recv", "dual") else None
         self._encode = codec.encode if codec and options.mode in ("send", "dual") else None
         self._stream: _WebSocketStream | None = None
+        self._pings_sent = 0
 
     async def connect(self, receiver: Receiver) -> None:
         options = self.address.options
@@ -209,6 +233,28 @@ class WebSocketTransport(StreamTransport):
             stream.ws.send_binary(data)
         stream.flush()
         await stream.drain()
+
+    def abort(self) -> None:
+        stream = self._stream
+        if stream is not None and stream.transport is not None:
+            stream.closing = True
+            stream.transport.abort()
+
+    async def ping(self) -> None:
+        """Send a ping frame and return when its pong arrives."""
+        stream = self._stream
+        if stream is None or not stream.open:
+            raise ConnectionResetError("WebSocket is not open")
+        self._pings_sent += 1
+        payload = (self._pings_sent & 0xFFFFFFFF).to_bytes(4, "big")
+        waiter = asyncio.get_running_loop().create_future()
+        stream.pings[payload] = waiter
+        try:
+            stream.ws.send_ping(payload)
+            stream.flush()
+            await waiter
+        finally:
+            stream.pings.pop(payload, None)
 
     async def close(self) -> None:
         stream, self._stream = self._stream, None

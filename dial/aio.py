@@ -1,0 +1,332 @@
+"""The asyncio face of dialkit: the same addresses, transports and semantics as `Dial`.
+
+    import dial.aio
+
+    async def main():
+        ws = await dial.aio.dial("wss://host/ws|ping=20&reconnect=true&payload=...")
+        await ws.write('{"op": "subscribe"}')
+        async for message in ws:          # ends when the link is closed or down for good
+            ...
+        await ws.close()
+
+A streaming connection runs its session (transport, heartbeats, reconnects) on *your* running
+loop: a received message goes from the socket to `await read()` without crossing a thread.
+So everything about one connection must happen on the loop that dialled it, and a blocked
+loop delays its heartbeats too. Database connections (`exec`) are shared with the sync API:
+their driver lives on the dial reactor thread and `await conn.exec(...)` waits for it
+without blocking your loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from .address import parse, redact
+from .buffer import Message, MessageBuffer
+from .connection import OUTBOX_LIMIT, Stats, session_stats
+from .errors import DialError, remember
+from .reactor import reactor
+from .session import Session, describe_error
+from .transports import load
+from .transports.base import DatabaseBackend
+
+__all__ = ["AsyncConnection", "AsyncDatabaseConnection", "dial", "wait"]
+
+log = logging.getLogger("dial")
+
+DEFAULT_TIMEOUT = 10.0
+
+
+async def dial(
+    address: str | int, timeout: float | None = None, *, raise_errors: bool = False
+) -> Any:
+    """`await dial.aio.dial(address)`: an `AsyncConnection` (streams) or
+    `AsyncDatabaseConnection` (databases, or an `fd()` handle), or None on failure with the
+    reason in `dial.last_error()` (`raise_errors=True` raises `DialError` instead)."""
+    try:
+        seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+        if seconds <= 0:
+            raise DialError(f"timeout must be > 0 seconds, got {seconds:g}")
+        connection = await _dial(address, seconds, raise_errors)
+    except Exception as exc:
+        reason = describe_error(exc)
+        shown = redact(address) if isinstance(address, str) else repr(address)
+        log.warning("dial(%r) failed: %s", shown, reason)
+        remember(reason)
+        if raise_errors:
+            raise DialError(reason) from None
+        return None
+    remember(None)
+    return connection
+
+
+async def _dial(address: str | int, timeout: float, raise_errors: bool) -> Any:
+    if isinstance(address, int) and not isinstance(address, bool):
+        from .database import reuse_handle
+
+        return AsyncDatabaseConnection(reuse_handle(address, raise_errors))
+    parsed = parse(address)
+    transport_class = load(parsed.scheme)
+    if issubclass(transport_class, DatabaseBackend):
+        from .database import open_database
+
+        backend = transport_class(parsed)
+        sync = await asyncio.to_thread(open_database, backend, timeout, raise_errors)
+        return AsyncDatabaseConnection(sync)
+    session = Session(parsed, transport_class(parsed), MessageBuffer())
+    await session.open(timeout)
+    return AsyncConnection(session)
+
+
+class AsyncConnection:
+    """`await read(timeout)`, `await write(data)`, `await close()`, `async for message in conn`."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._buffer = session.buffer
+        self._loop = session.loop
+        self._closed = False
+        self._waiters: list[asyncio.Future[None]] = []
+        weakref.finalize(self, _close_abandoned, session, self._loop)
+
+    async def read(self, timeout: int | float | None = None) -> Message | None:
+        """As `Connection.read`: None waits for a message; -1 the oldest or None at once; -2
+        the newest (the rest discarded) or None; N > 0 waits up to N ms. Down and drained:
+        `""` at once."""
+        buffer = self._buffer
+        if timeout is not None and timeout < 0:
+            return buffer.read(timeout)
+        message = buffer.read(-1)
+        if message is not None:
+            return message
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000.0
+        while True:
+            if deadline is not None and deadline <= time.monotonic():
+                return None
+            await self._changed(deadline)
+            message = buffer.read(-1)
+            if message is not None:
+                return message
+
+    async def _changed(self, deadline: float | None, *, through_reconnect: bool = False) -> None:
+        """Sleep until a message arrives, the link drops (unless `through_reconnect`: then
+        only closing counts), or `deadline` passes."""
+        loop = self._loop
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        if len(self._waiters) == 1:
+            self._buffer.add_listener(self._wake)
+        timer = None
+        if deadline is not None:
+            timer = loop.call_at(
+                loop.time() + max(0.0, deadline - time.monotonic()), _settle, waiter
+            )
+        try:
+            buffer = self._buffer
+            if not buffer._items and (
+                buffer.connected or (through_reconnect and self._session.state == "down")
+            ):
+                await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiters.remove(waiter)
+            if not self._waiters:
+                self._buffer.remove_listener(self._wake)
+
+    def _wake(self) -> None:  # buffer listener: on this loop, per put while someone waits
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def write(self, data: str | bytes, timeout: float | None = None) -> int:
+        """Send one message; its size in bytes, or 0 when the link is down or closed. The
+        message is queued in order and sent by the session; waits only when `OUTBOX_LIMIT`
+        messages are already queued (up to `timeout` s)."""
+        session = self._session
+        if session.state != "open":
+            return 0
+        if isinstance(data, str):
+            size = len(data.encode())
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            data = bytes(data)
+            size = len(data)
+        else:
+            raise TypeError(f"write() takes str or bytes, not {type(data).__name__}")
+        if session.pending() >= OUTBOX_LIMIT:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while session.pending() >= OUTBOX_LIMIT:  # the sender is behind: let it run
+                if session.state != "open" or (deadline and time.monotonic() > deadline):
+                    return 0
+                await asyncio.sleep(0.001)
+        session.enqueue(data)
+        return size
+
+    async def ping(self, timeout: float = 10.0) -> float | None:
+        """One heartbeat round trip in seconds, or None (link down, no answer in time)."""
+        try:
+            return await self._session.ping(timeout)
+        except (asyncio.TimeoutError, ConnectionError, NotImplementedError):
+            return None
+
+    async def close(self) -> None:
+        """Close the link; idempotent. A pending `read()` returns `""`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.set_connected(False)
+        await self._session.aclose()
+
+    aclose = close
+
+    def __aiter__(self) -> AsyncConnection:
+        return self
+
+    async def __anext__(self) -> Message:
+        """The next message; waits through reconnects, stops when closed or down for good."""
+        while True:
+            message = await self.read()
+            if message != "":
+                return message  # type: ignore[return-value]
+            session = self._session
+            if self._closed or session.state == "closed" or not session.address.options.reconnect:
+                raise StopAsyncIteration
+            await self._changed(None, through_reconnect=True)  # wait for the next message
+
+    @property
+    def connected(self) -> bool:
+        return self._session.state == "open"
+
+    @property
+    def dropped(self) -> int:
+        return self._buffer.dropped
+
+    @property
+    def reconnects(self) -> int:
+        return self._session.reconnects
+
+    def stats(self) -> Stats:
+        return session_stats(self._session)
+
+    async def __aenter__(self) -> AsyncConnection:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._session.state
+        return f"<AsyncConnection {redact(self._session.address.url)} {state}>"
+
+    def __bool__(self) -> bool:
+        return True
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _close_abandoned(session: Session, loop: asyncio.AbstractEventLoop) -> None:
+    if session.state == "closed" or loop.is_closed():
+        return
+    try:
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(session.aclose()))
+    except RuntimeError:  # the loop is shutting down
+        pass
+
+
+class AsyncDatabaseConnection:
+    """`await exec(sql, *params)`, `fd()`, `await close()`: the sync database connection's
+    semantics, awaited instead of blocking (the driver runs on the dial reactor)."""
+
+    def __init__(self, sync: Any) -> None:
+        self._sync = sync
+        self._shared = sync._shared
+
+    async def exec(self, sql: str, *params: Any, timeout: float | None = None) -> Any:
+        """Rows: `{"columns", "values"}`; else `{"columns": [], "values": [], "rowcount"}`;
+        None on failure (reason in `dial.last_error()`), or DialError with `raise_errors`."""
+        sync = self._sync
+        try:
+            if sync.closed:
+                raise DialError("connection is closed")
+            if not isinstance(sql, str):
+                raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
+            if not sql.strip():
+                raise DialError("exec() got an empty statement")
+            future = reactor.submit(self._shared.run(sql, params))
+            try:
+                result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            except asyncio.TimeoutError:
+                future.cancel()
+                raise TimeoutError from None
+        except Exception as exc:
+            return sync._fail(exc, timeout)
+        remember(None)
+        return result
+
+    def fd(self) -> int:
+        return self._sync.fd()
+
+    @property
+    def closed(self) -> bool:
+        return self._sync.closed
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._sync.close)
+
+    aclose = close
+
+    async def release(self) -> None:
+        await asyncio.to_thread(self._sync.release)
+
+    async def __aenter__(self) -> AsyncDatabaseConnection:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._sync).replace("<DatabaseConnection", "<AsyncDatabaseConnection", 1)
+
+    def __bool__(self) -> bool:
+        return True
+
+
+async def wait(connections: Iterable[AsyncConnection], timeout: float | None = None) -> list[Any]:
+    """`dial.wait` for `AsyncConnection`s on this loop: the readable ones, in order
+    (timeout in ms; None waits, <= 0 only checks, N > 0 at most N ms then `[]`)."""
+    from .select import readable
+
+    candidates = list(connections)
+    ready = [c for c in candidates if readable(c)]
+    if ready or not candidates or (timeout is not None and timeout <= 0):
+        return ready
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout / 1000.0
+    while True:
+        waiter = loop.create_future()
+
+        def wake(waiter: asyncio.Future[None] = waiter) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        for connection in candidates:
+            connection._buffer.add_listener(wake)
+        timer = None if deadline is None else loop.call_at(deadline, wake)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for connection in candidates:
+                connection._buffer.remove_listener(wake)
+        ready = [c for c in candidates if readable(c)]
+        if ready or (deadline is not None and loop.time() >= deadline):
+            return ready

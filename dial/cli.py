@@ -1,0 +1,441 @@
+"""The `dial` command: read, write and query any address from a shell; run the simulator.
+
+    dial read ADDRESS [-n N] [--timeout MS] [--json]
+    dial write ADDRESS MESSAGE...          (no MESSAGE: one message per stdin line)
+    dial exec ADDRESS SQL [--json]
+    dial simulate [binance|okx|huobi|all] [--port P] [--rate R]
+
+Errors are one line on stderr and a non-zero exit status: 1 for a failure, 2 for bad usage,
+130 for Ctrl-C. Messages go to stdout; the live status line (when stderr is a terminal) and
+notes go to stderr, so `dial read ... > file` captures only the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from . import __version__
+
+__all__ = ["main"]
+
+DEFAULT_SIMULATOR_PORT = 8765
+STATUS_EVERY = 0.5  # seconds between status-line refreshes
+POLL_MS = 250  # read() slice while a status line is shown, so it keeps moving when idle
+
+
+class Failure(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+# -- output helpers --------------------------------------------------------------------------
+
+
+class StatusLine:
+    """`connected | 1,204 msgs | 48.0 msg/s | drops 0 | reconnects 0` kept on one stderr line."""
+
+    def __init__(self, connection: Any, stream: TextIO, enabled: bool, notes: bool = False) -> None:
+        self.connection = connection
+        self.notes = notes  # say "link down" / "reconnected" on stderr when not a terminal
+        self.stream = stream
+        self.enabled = enabled
+        self.shown = False
+        self._last_at = time.monotonic()
+        self._last_in = 0
+        self._rate = 0.0
+        self._connected = True
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._last_at < STATUS_EVERY and not force:
+            return
+        stats = self.connection.stats()
+        elapsed = now - self._last_at
+        if elapsed > 0:
+            self._rate = (stats.messages_in - self._last_in) / elapsed
+        self._last_at, self._last_in = now, stats.messages_in
+        self._note_transition(stats)
+        if not self.enabled:
+            return
+        state = "connected" if stats.connected else "DISCONNECTED"
+        self.stream.write(
+            f"\r\x1b[K{state} | {stats.messages_in:,} msgs | {self._rate:,.1f} msg/s | "
+            f"drops {stats.dropped:,} | reconnects {stats.reconnects:,}"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def _note_transition(self, stats: Any) -> None:
+        """Without a terminal, say on stderr when the link goes down and comes back."""
+        if stats.connected == self._connected:
+            return
+        self._connected = stats.connected
+        if self.notes and not self.enabled:
+            if stats.connected:
+                note(f"reconnected (#{stats.reconnects})")
+            else:
+                note(f"link down: {stats.last_error or 'connection lost'}")
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def note(text: str) -> None:
+    sys.stderr.write(f"dial: {text}\n")
+    sys.stderr.flush()
+
+
+def _json_line(message: str | bytes) -> str:
+    """Every message as one JSON value: JSON text compacted, other text as a string,
+    binary as {"base64": ...}."""
+    if isinstance(message, bytes):
+        import base64
+
+        return json.dumps({"base64": base64.b64encode(message).decode()})
+    try:
+        return json.dumps(json.loads(message), ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        return json.dumps(message, ensure_ascii=False)
+
+
+def _emit(message: str | bytes, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(_json_line(message) + "\n")
+    elif isinstance(message, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(message + b"\n")
+    else:
+        sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+# -- dialling --------------------------------------------------------------------------------
+
+
+def _dial(address: str, timeout: float) -> Any:
+    from .dialer import Dial
+    from .errors import last_error
+
+    connection = Dial(address, timeout)
+    if connection is None:
+        raise Failure(last_error() or "could not connect")
+    return connection
+
+
+def _reconnects(address: str) -> bool:
+    from .address import parse
+
+    try:
+        return parse(address).options.reconnect
+    except Exception:
+        return False
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    if args.n is not None and args.n < 1:
+        raise Failure("-n must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise Failure("--timeout must be a positive number of milliseconds")
+    connection = _dial(args.address, args.connect_timeout)
+    reconnecting = _reconnects(args.address)
+    status = StatusLine(
+        connection, sys.stderr, _isatty(sys.stderr) and not args.quiet, notes=reconnecting
+    )
+    count, last_message_at = 0, time.monotonic()
+    try:
+        while args.n is None or count < args.n:
+            wait: float | None = POLL_MS
+            if args.timeout is not None:
+                left = args.timeout - (time.monotonic() - last_message_at) * 1000
+                if left <= 0:
+                    raise Failure(f"no message within {args.timeout:g} ms")
+                wait = min(POLL_MS, max(left, 1))
+            message = connection.read(wait)
+            if message is None:
+                status.refresh()
+                continue
+            if message == "" and not connection.connected:
+                if reconnecting:
+                    status.refresh()
+                    time.sleep(0.05)
+                    continue
+                status.refresh(force=True)
+                status.clear()
+                reason = connection.stats().last_error or "connection closed"
+                if args.n is not None:
+                    raise Failure(f"disconnected after {count} of {args.n} messages: {reason}")
+                note(f"disconnected: {reason}")
+                return 0
+            status.clear()
+            _emit(message, args.json)
+            count += 1
+            last_message_at = time.monotonic()
+            status.refresh()
+    finally:
+        status.clear()
+        connection.close()
+    return 0
+
+
+def cmd_write(args: argparse.Namespace) -> int:
+    messages: Sequence[str] = args.message or [line.rstrip("\r\n") for line in sys.stdin]
+    if not messages:
+        raise Failure("nothing to write: give MESSAGE arguments or lines on stdin")
+    connection = _dial(args.address, args.connect_timeout)
+    try:
+        for index, message in enumerate(messages):
+            if connection.write(message) == 0:
+                reason = connection.stats().last_error or "the link is down"
+                raise Failure(f"write failed after {index} of {len(messages)} messages: {reason}")
+    finally:
+        connection.close()  # flushes what was queued
+    stats = connection.stats()
+    if stats.send_errors or stats.messages_out < len(messages):
+        reason = stats.last_error or "the link broke while sending"
+        raise Failure(f"sent {stats.messages_out} of {len(messages)} messages: {reason}")
+    if _isatty(sys.stderr) and not args.quiet:
+        note(f"sent {stats.messages_out} message(s), {stats.bytes_out:,} bytes")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from .errors import last_error
+    from .tables import format_table
+
+    connection = _dial(args.address, args.connect_timeout)
+    try:
+        if not hasattr(connection, "exec"):
+            raise Failure(
+                f"{args.address.split('://', 1)[0]}:// is not a database; exec needs "
+                "sqlite3://, mysql://, postgres:// or clickhouse://"
+            )
+        result = connection.exec(args.sql)
+        if result is None:
+            raise Failure(last_error() or "statement failed")
+    finally:
+        connection.close()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+    elif isinstance(result, dict) and result.get("columns"):
+        rows = result.get("values") or []
+        print(format_table(result["columns"], rows))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    elif isinstance(result, dict) and "rowcount" in result:
+        count = result["rowcount"] or 0
+        print(f"OK, {count} row{'s' if count != 1 else ''} affected")
+    else:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+    return 0
+
+
+REAL_HOSTS = {
+    "binance": "wss://stream.binance.com:9443",
+    "okx": "wss://ws.okx.com:8443",
+    "huobi": "wss://api.huobi.pro",
+}
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator import Simulator
+
+    try:
+        simulator = Simulator(
+            args.exchange,
+            host=args.host,
+            port=args.port,
+            rate=args.rate,
+            huobi_ping_interval=args.ping_interval,
+        )
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+
+    async def run() -> None:
+        try:
+            await simulator.start_async()
+        except OSError as exc:
+            raise Failure(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            ) from None
+        print(f"simulating {', '.join(simulator.exchanges)} at {args.rate:g} pushes/s")
+        for feed, url in simulator.urls().items():
+            print(f"  {feed:<12} {url}")
+        base = f"ws://{args.host}:{simulator.port}"
+        rules = " ".join(f"{REAL_HOSTS[name]}={base}" for name in simulator.exchanges)
+        print(f'FMZ scripts (dial.fmz): export DIAL_REDIRECT="{rules}"')
+        print("Ctrl-C stops it.", flush=True)
+        stopped = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: stopped.done() or stopped.set_result(None)
+            )
+        try:
+            await stopped
+        finally:
+            await simulator.stop_async()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dial",
+        description="Dial an address (ws://, tcp://, mqtt://, sqlite3://, ...) from the shell.",
+        epilog="Addresses take FMZ options after '|', e.g. "
+        "'wss://host/ws|compress=gzip&reconnect=true&payload={...}'.",
+    )
+    parser.add_argument("--version", action="version", version=f"dial {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def connect_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--connect-timeout",
+            type=_positive_float,
+            default=10.0,
+            metavar="S",
+            help="seconds allowed for connecting (default 10)",
+        )
+        command.add_argument("-q", "--quiet", action="store_true", help="no status on stderr")
+
+    read = sub.add_parser("read", help="print messages as they arrive")
+    read.add_argument("address")
+    read.add_argument("-n", type=int, metavar="N", help="stop after N messages")
+    read.add_argument(
+        "--timeout",
+        type=float,
+        metavar="MS",
+        help="fail when no message arrives for MS milliseconds",
+    )
+    read.add_argument("--json", action="store_true", help="one JSON value per line")
+    connect_options(read)
+    read.set_defaults(handler=cmd_read)
+
+    write = sub.add_parser("write", help="send messages (arguments, or stdin lines)")
+    write.add_argument("address")
+    write.add_argument("message", nargs="*", metavar="MESSAGE")
+    connect_options(write)
+    write.set_defaults(handler=cmd_write)
+
+    execute = sub.add_parser("exec", help="run one SQL statement and print the result")
+    execute.add_argument("address")
+    execute.add_argument("sql", metavar="SQL")
+    execute.add_argument("--json", action="store_true", help="print the raw result as JSON")
+    connect_options(execute)
+    execute.set_defaults(handler=cmd_exec)
+
+    simulate = sub.add_parser("simulate", help="run the offline exchange simulator")
+    simulate.add_argument(
+        "exchange",
+        nargs="?",
+        default="all",
+        choices=["binance", "okx", "huobi", "all"],
+    )
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=DEFAULT_SIMULATOR_PORT)
+    simulate.add_argument("--rate", type=_positive_float, default=2.0, help="pushes per second")
+    simulate.add_argument(
+        "--ping-interval",
+        type=_positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds between Huobi heartbeats (default 5)",
+    )
+    simulate.set_defaults(handler=cmd_simulate)
+
+    _register_plugin(sub)
+    return parser
+
+
+def _register_plugin(sub: Any) -> None:
+    """`dial plugin ...` comes from dial.plugin.cli when that part is installed."""
+    try:
+        module = importlib.import_module("dial.plugin.cli")
+    except ImportError as exc:
+        if exc.name and (exc.name == "dial.plugin" or exc.name.startswith("dial.plugin.cli")):
+            return
+        reason = f"dial plugin is unavailable: {exc}"
+        broken = sub.add_parser("plugin", help="custom-protocol plugin host (unavailable)")
+        broken.add_argument("rest", nargs=argparse.REMAINDER)
+        broken.set_defaults(handler=lambda _args: _fail(reason))
+        return
+    register = getattr(module, "register", None)
+    if callable(register):
+        register(sub)
+
+
+def _fail(reason: str) -> int:
+    raise Failure(reason)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    logging.basicConfig(format="dial: %(message)s", stream=sys.stderr)
+    logger = logging.getLogger("dial")
+    saved_level = logger.level
+    logger.setLevel(logging.INFO if args.verbose else logging.CRITICAL)  # we report errors
+    try:
+        handler = getattr(args, "handler", None) or args.func  # dial.plugin.cli sets `func`
+        return int(handler(args) or 0)
+    except Failure as exc:
+        note(f"error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:  # `dial read ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
+        return 0
+    except Exception as exc:
+        from .session import describe_error
+
+        note(f"error: {describe_error(exc)}")
+        return 1
+    finally:
+        logger.setLevel(saved_level)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""An offline exchange simulator: Binance, OKX and Huobi public WebSocket feeds (plus OKX's
+private `positions` channel) close enough to the real ones that code written for the exchange
+runs unchanged against `ws://127.0.0.1:PORT`.
+
+    from dial.simulator import Simulator
+    with Simulator(rate=5) as sim:
+        print(sim.url("huobi"))     # ws://127.0.0.1:PORT/ws
+        sim.drop_all()              # disconnect every client, e.g. to test reconnects
+"""
+
+from __future__ import annotations
+
+from .feed import DEMO_CREDENTIALS, Settings
+from .okx import login_signature
+from .server import EXCHANGES, PATHS, Simulator
+
+__all__ = ["DEMO_CREDENTIALS", "EXCHANGES", "PATHS", "Settings", "Simulator", "login_signature"]
