@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import asyncpg
 
 from ..address import Address, redact
-from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
+from ..database import Result, bind, rows_result, socket_has_input, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -127,6 +127,14 @@ def _rowcount(status: bytes | str | None) -> int:
     return int(last) if last.isdigit() else 0
 
 
+def _lists_in_place(records: list[Any]) -> list[list[Any]]:
+    """Records -> lists in the driver's own (fresh) list: each record is freed right after
+    its copy, while still in cache, instead of in a second pass over 100k cold records."""
+    for index, record in enumerate(records):
+        records[index] = list(record)
+    return records
+
+
 class PostgresBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -176,7 +184,7 @@ class PostgresBackend(DatabaseBackend):
                     raise
                 return status_result(_rowcount(await connection.execute(sql)))
             if records:
-                return rows_result(list(records[0].keys()), listify(records))
+                return rows_result(list(records[0].keys()), _lists_in_place(records))
             # The statement cache already holds it (prepared by _execute): no round trip.
             statement = await connection._get_statement(query, None)
             attributes = statement._get_attributes()
