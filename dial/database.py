@@ -11,6 +11,12 @@ thread wake-ups (~30-50 us, more than a whole INSERT on a local server), so the 
 drivers do not live on the reactor. A backend with a synchronous `execute_blocking` (sqlite3,
 clickhouse) is called directly, without even starting the loop, when no timeout is given.
 
+Optional backend hooks, besides `DatabaseBackend`'s connect/execute/close:
+`execute_blocking(sql, params)` (the statement, synchronously, in the caller's thread),
+`alive()` (False once the link is known to be gone: reconnect first) and `pending_input()`
+(bytes arrived while idle: let the driver read them before judging `alive()`, since the
+loop does not run between statements).
+
 Lifetime rule: without `fd()`, closing the last facade closes the database connection. Once
 `fd()` has been called the connection is *pinned*: closing facades no longer closes it, so
 `Dial(handle)` keeps working (an in-memory sqlite database survives) until `release()` is
