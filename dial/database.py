@@ -38,7 +38,6 @@ import socket
 import threading
 import time
 import weakref
-from asyncio.events import _set_running_loop
 from collections.abc import Callable, Coroutine
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -182,10 +181,6 @@ def socket_has_input(sock: socket.socket | None) -> bool:
         return False
 
 
-def _nothing() -> None:
-    """A ready callback, so that the next loop iteration does not block."""
-
-
 async def _stopping(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
     """`coro`, then stop `loop` in the same step (run_until_complete would spend one more
     loop iteration on a done-callback)."""
@@ -246,7 +241,6 @@ class _SharedConnection:
         self._direct: Callable[[str, tuple[Any, ...]], Result] | None = getattr(
             backend, "execute_blocking", None
         )
-        self._steppable = hasattr(self._loop, "_run_once")  # CPython's asyncio loops
 
     # -- driving the private loop (any thread, one at a time) -------------------------------
 
@@ -320,9 +314,8 @@ class _SharedConnection:
     def _statement(self, sql: str, params: tuple[Any, ...], deadline: float | None) -> Result:
         """With `_driving` held, one statement by the shortest safe route:
 
-        * nothing amiss and no timeout: the backend's blocking call (sqlite3, clickhouse), or
-          its coroutine stepped right here (`_step`);
-        * otherwise (link to check or renew, a timeout, work left over): `run` as a task.
+        * nothing amiss and no timeout: the backend's blocking call (sqlite3, clickhouse);
+        * otherwise: `run` as a task on the private loop, driven right here.
         """
         if deadline is None and not self.stale and self._leftover is None:
             direct = self._direct
@@ -333,69 +326,7 @@ class _SharedConnection:
                     if not self._is_alive():
                         self.stale = True
                     raise
-            pending = self._pending_input
-            if self._steppable and (pending is None or not pending()) and self._is_alive():
-                try:
-                    return self._step(self.backend.execute(sql, params))
-                except BaseException:
-                    if not self._is_alive():
-                        self.stale = True
-                    raise
         return self._run_loop(self.run(sql, params), deadline)
-
-    def _step(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` to completion on the private loop without wrapping it in a Task.
-
-        What a Task would do, minus its bookkeeping: send into the coroutine until it waits
-        on a future, run loop iterations until that future is done, repeat. Against a local
-        server a statement takes ~30 us; starting and stopping the loop around a Task costs
-        ~10 us of that again. Only for a driver's statement coroutine: nothing in it may need
-        `asyncio.current_task()` (timeouts do, so timed statements go through `run`).
-        """
-        loop = self._loop
-        run_once = loop._run_once  # type: ignore[attr-defined]
-        _set_running_loop(loop)
-        try:
-            error: BaseException | None = None
-            while True:
-                try:
-                    waited = coro.send(None) if error is None else coro.throw(error)
-                except StopIteration as done:
-                    self._run_ready(loop)
-                    return done.value  # type: ignore[no-any-return]
-                error = None
-                if waited is None:  # a bare yield (asyncio.sleep(0)): one quick iteration
-                    loop.call_soon(_nothing)
-                    self._iterate(run_once, coro)
-                elif getattr(waited, "_asyncio_future_blocking", False):
-                    waited._asyncio_future_blocking = False
-                    while not waited.done():
-                        self._iterate(run_once, coro)
-                else:
-                    error = RuntimeError(f"dial: unexpected yield {waited!r}")
-        finally:
-            _set_running_loop(None)
-
-    @staticmethod
-    def _run_ready(loop: asyncio.AbstractEventLoop) -> None:
-        """Run the callbacks the finished statement left queued (its futures' done-callbacks)
-        now, as the Task's last iteration would have: left for the next statement, they would
-        cost it a whole extra loop iteration before it can block on the server's reply."""
-        ready = getattr(loop, "_ready", None)
-        if not ready:
-            return
-        for _ in range(len(ready)):
-            handle = ready.popleft()
-            if not handle._cancelled:
-                handle._run()
-
-    def _iterate(self, run_once: Callable[[], None], coro: Coroutine[Any, Any, Any]) -> None:
-        try:
-            run_once()
-        except BaseException:  # KeyboardInterrupt while waiting: the driver is mid-protocol
-            coro.close()
-            self.stale = True
-            raise
 
     def _is_alive(self) -> bool:
         check = self._alive_check
