@@ -13,8 +13,8 @@ A streaming connection runs its session (transport, heartbeats, reconnects) on *
 loop: a received message goes from the socket to `await read()` without crossing a thread.
 So everything about one connection must happen on the loop that dialled it, and a blocked
 loop delays its heartbeats too. Database connections (`exec`) are shared with the sync API:
-their driver lives on the dial reactor thread and `await conn.exec(...)` waits for it
-without blocking your loop.
+`await conn.exec(...)` runs the blocking `exec` in a worker thread (`asyncio.to_thread`), so
+it never blocks your loop.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from .address import parse, redact
 from .buffer import Message, MessageBuffer
 from .connection import OUTBOX_LIMIT, Stats, session_stats
 from .errors import DialError, remember
-from .reactor import reactor
 from .session import Session, describe_error
 from .transports import load
 from .transports.base import DatabaseBackend
@@ -243,7 +242,7 @@ def _close_abandoned(session: Session, loop: asyncio.AbstractEventLoop) -> None:
 
 class AsyncDatabaseConnection:
     """`await exec(sql, *params)`, `fd()`, `await close()`: the sync database connection's
-    semantics, awaited instead of blocking (the driver runs on the dial reactor)."""
+    semantics, awaited instead of blocking (the statement runs in a worker thread)."""
 
     def __init__(self, sync: Any) -> None:
         self._sync = sync
@@ -260,12 +259,7 @@ class AsyncDatabaseConnection:
                 raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
             if not sql.strip():
                 raise DialError("exec() got an empty statement")
-            future = reactor.submit(self._shared.run(sql, params))
-            try:
-                result = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-            except asyncio.TimeoutError:
-                future.cancel()
-                raise TimeoutError from None
+            result = await asyncio.to_thread(self._shared.execute, sql, params, timeout)
         except Exception as exc:
             return sync._fail(exc, timeout)
         remember(None)

@@ -5,7 +5,8 @@
     clickhouse://chdb://[/data/dir]?database=d                       in-process chDB engine
 
 The native form uses clickhouse-driver, the others clickhouse-connect. Both clients are
-blocking, so each connection owns one worker thread; the reactor loop only awaits it.
+blocking: a statement runs in the caller's thread; connecting, closing and statements with a
+timeout run on the connection's own worker thread, which the loop awaits.
 `?` placeholders are bound client-side. `INSERT ... VALUES (?, ?), ...` whose values are all
 placeholders is sent as a native data block (fast, and typed by the column). Servers older than
 19.x hang on an inline `INSERT ... VALUES (literal, ...)` over the native protocol, so there it
@@ -255,17 +256,13 @@ class ClickhouseBackend(DatabaseBackend):
         except Exception as exc:
             raise _statement_error(exc) from None
 
-    def execute_blocking(self, sql: str, params: tuple[Any, ...], timeout: float | None) -> Result:
-        """The same, called straight from the user's thread: the statement runs on this
-        connection's worker either way, so the reactor hop would only add latency."""
-        executor = self._executor
-        if executor is None:
-            raise DialError("connection is closed")
+    def execute_blocking(self, sql: str, params: tuple[Any, ...]) -> Result:
+        """The same, right in the caller's thread: both clients are blocking and may be used
+        from any thread, one at a time (`dial.database` holds the connection's lock), so a
+        trip to the worker would only add two thread wake-ups."""
         blocking = self._native if self.kind == "tcp" else self._connect_client
         try:
-            return executor.submit(blocking, sql, params).result(timeout)
-        except RuntimeError:  # executor shut down by a concurrent close()
-            raise DialError("connection is closed") from None
+            return blocking(sql, params)
         except Exception as exc:
             raise _statement_error(exc) from None
 
@@ -310,9 +307,10 @@ class ClickhouseBackend(DatabaseBackend):
                 selects = " UNION ALL ".join(f"SELECT {row}" for row in tuples)
                 query = f"INSERT INTO {insert.group('head')} {selects}"
                 known_rows = len(tuples)
-        rows, columns = client.execute(query, with_column_types=True)
+        # Columnar: the driver then builds no tuple per row, and zip() reuses its one tuple.
+        data, columns = client.execute(query, with_column_types=True, columnar=True)
         if columns:
-            return rows_result([c[0] for c in columns], listify(rows))
+            return rows_result([c[0] for c in columns], listify(zip(*data, strict=True)))
         if known_rows is None:
             last = client.last_query
             known_rows = last.progress.written_rows if last is not None else 0

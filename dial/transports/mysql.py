@@ -19,7 +19,7 @@ import aiomysql
 import pymysql
 
 from ..address import Address, redact
-from ..database import Result, bind, listify, rows_result, status_result
+from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
 from ..errors import AddressError, ConnectError, DialError
 from .base import DatabaseBackend
 
@@ -152,6 +152,8 @@ class MysqlBackend(DatabaseBackend):
             )
         self.settings = parse_mysql_target(address.target)
         self._connection: aiomysql.Connection | None = None
+        self._socket: Any = None
+        self._cursor: _QuietCursor | None = None  # one per connection, reused
 
     @property
     def where(self) -> str:
@@ -173,6 +175,12 @@ class MysqlBackend(DatabaseBackend):
             raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
         except OSError as exc:
             raise ConnectError(f"{self.where}: {exc.strerror or exc}") from None
+        writer = getattr(self._connection, "_writer", None)
+        self._socket = writer.get_extra_info("socket") if writer is not None else None
+
+    def pending_input(self) -> bool:
+        """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
+        return self._connection is not None and socket_has_input(self._socket)
 
     def alive(self) -> bool:
         connection = self._connection
@@ -187,7 +195,10 @@ class MysqlBackend(DatabaseBackend):
             raise DialError("connection is closed")
         query = bind(sql, params, "format") if params else sql
         try:
-            cursor = await connection.cursor(_QuietCursor)
+            cursor = self._cursor
+            if cursor is None or cursor._connection is not connection:
+                connection._ensure_alive()
+                cursor = self._cursor = _QuietCursor(connection, False)
             try:
                 await cursor.execute(query, params or None)
                 description = cursor.description
@@ -196,7 +207,10 @@ class MysqlBackend(DatabaseBackend):
                 rows = await cursor.fetchall()
                 return rows_result([d[0] for d in description], listify(rows))
             finally:
-                await cursor.close()
+                # Read any further result sets now, as closing a cursor would: the link must
+                # be idle between statements.
+                while await cursor.nextset():
+                    pass
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             message = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -211,6 +225,7 @@ class MysqlBackend(DatabaseBackend):
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
+        self._cursor = None
         if connection is None:
             return
         try:

@@ -1,12 +1,15 @@
 """`sqlite3://test1.db`, `sqlite3://:memory:`, `sqlite3://file:test.db?cache=shared&mode=memory`.
 
-aiosqlite runs the sqlite3 connection in its own thread; a whole statement (execute, fetch,
-row conversion) is one trip to that thread. Columns declared DATE, DATETIME/TIMESTAMP and
+aiosqlite opens and closes the sqlite3 connection in its own thread. A statement runs right in
+the caller's thread (`execute_blocking`, serialised by `dial.database`), which saves two thread
+hops per statement; with a timeout it takes one trip to aiosqlite's thread instead, so that
+the wait can be abandoned. Columns declared DATE, DATETIME/TIMESTAMP and
 DECIMAL/NUMERIC come back as `date`, `datetime` and `Decimal`, like on the server databases.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 from decimal import Decimal
@@ -80,6 +83,17 @@ def _run(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> R
         cursor.close()
 
 
+async def _stopped(thread: Any, limit: float = 2.0) -> None:
+    """Wait (bounded) for aiosqlite's worker after a failed open: it still reports its stop to
+    this loop, which `dial.database` closes soon after."""
+    if thread is None:
+        return
+    deadline = asyncio.get_running_loop().time() + limit
+    while thread.is_alive() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0)  # run the stop report it queued
+
+
 class SqliteBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -99,6 +113,7 @@ class SqliteBackend(DatabaseBackend):
             uri=self.uri,
             isolation_level=None,  # autocommit; BEGIN/COMMIT in SQL still work
             detect_types=sqlite3.PARSE_DECLTYPES,
+            check_same_thread=False,  # statements run in the caller's thread, one at a time
         )
         # A pinned connection may outlive the program's last close(): a non-daemon thread
         # would then block interpreter exit before the atexit cleanup could close it.
@@ -108,21 +123,41 @@ class SqliteBackend(DatabaseBackend):
         try:
             self._connection = await pending
         except sqlite3.Error as exc:
+            await _stopped(thread)
             raise ConnectError(f"sqlite3://{self.database}: {exc}") from None
+
+    def _prepare(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        if params:
+            bind(sql, params, "qmark")
+            if any(isinstance(p, _ADAPTED) for p in params):
+                params = tuple(map(_adapt, params))
+        return params
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
         if connection is None:
             raise DialError("connection is closed")
-        if params:
-            bind(sql, params, "qmark")
-            if any(isinstance(p, _ADAPTED) for p in params):
-                params = tuple(map(_adapt, params))
+        params = self._prepare(sql, params)
         try:
             return await connection._execute(_run, connection._conn, sql, params)
         except sqlite3.Error as exc:
             raise DialError(f"sqlite3: {exc}") from None
         except ValueError as exc:  # aiosqlite: "Connection closed"
+            raise DialError(f"sqlite3: {exc}") from None
+
+    def execute_blocking(self, sql: str, params: tuple[Any, ...]) -> Result:
+        """The same statement in the calling thread (the caller holds the connection's lock)."""
+        connection = self._connection
+        if connection is None:
+            raise DialError("connection is closed")
+        params = self._prepare(sql, params)
+        try:
+            raw = connection._conn
+        except ValueError as exc:  # aiosqlite: "no active connection"
+            raise DialError(f"sqlite3: {exc}") from None
+        try:
+            return _run(raw, sql, params)
+        except sqlite3.Error as exc:
             raise DialError(f"sqlite3: {exc}") from None
 
     async def close(self) -> None:
