@@ -501,7 +501,8 @@ class DatabaseConnection:
                 raise DialError("exec() got an empty statement")
             result = self._shared.execute(sql, params, timeout)
         except Exception as exc:
-            return self._fail(exc, timeout)
+            self._fail(exc, timeout)
+            return None
         remember(None)
         return result
 
@@ -514,12 +515,12 @@ class DatabaseConnection:
         remember(reason)
         if self.raise_errors:
             raise DialError(reason) from None
-        return None
 
-    def fd(self) -> int:
+    def fd(self) -> int | None:
         """An integer handle for `Dial(handle)`; pins the database connection (see module)."""
         if self._closed:
-            return self._fail(DialError("connection is closed"), None)  # type: ignore[return-value]
+            self._fail(DialError("connection is closed"), None)
+            return None
         return self._shared.pin()
 
     def close(self) -> None:
