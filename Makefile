@@ -21,6 +21,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dial tests benchmarks examples
 	$(BIN)/ruff format --check dial tests benchmarks examples
+	$(BIN)/mypy dial --ignore-missing-imports
 
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
