@@ -135,3 +135,7 @@ def test_failure_is_logged_on_dial_logger_without_password(caplog) -> None:
 def test_bad_timeout_is_a_clean_error() -> None:
     assert Dial("tcp://127.0.0.1:1", timeout=0) is None
     assert "timeout must be > 0" in last_error()
+    assert Dial("tcp://127.0.0.1:1", timeout=float("inf")) is None
+    assert "timeout must be > 0 and <=" in last_error()
+    assert Dial("tcp://127.0.0.1:1", timeout="3") is None
+    assert "number of seconds" in last_error()
