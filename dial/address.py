@@ -104,7 +104,8 @@ def _parse_proxy(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme.lower() not in PROXY_SCHEMES:
         raise AddressError(
-            f"option proxy: expected socks5://[user:password@]host:port, got scheme "
+            "option proxy: expected socks5://HOST:PORT (optionally USER:PASSWORD@ before HOST), "
+            "got scheme "
             f"{parts.scheme or '(none)'!r}"
         )
     try:
@@ -112,7 +113,9 @@ def _parse_proxy(name: str, value: str) -> str:
     except ValueError:
         port = None
     if not parts.hostname or port is None:
-        raise AddressError("option proxy: expected socks5://[user:password@]host:port")
+        raise AddressError(
+            "option proxy: expected socks5://HOST:PORT (optionally USER:PASSWORD@ before HOST)"
+        )
     return value
 
 

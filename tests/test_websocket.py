@@ -167,8 +167,10 @@ def test_wss_verify_false_skips_verification(wss_server: WsServer, monkeypatch) 
         assert conn.read(3000) == "unverified"
 
 
-def test_ws_through_socks5_proxy(ws_server: WsServer, socks_proxy: Socks) -> None:
-    with Dial(f"{ws_server.url}|proxy={socks_proxy.url()}") as conn:
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_ws_through_socks5_proxy(ws_server: WsServer, socks_proxy: Socks, scheme: str) -> None:
+    proxy = socks_proxy.url().replace("socks5://", f"{scheme}://")
+    with Dial(f"{ws_server.url}|proxy={proxy}") as conn:
         conn.write("echo:proxied")
         assert conn.read(3000) == "proxied"
 

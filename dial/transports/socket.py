@@ -139,7 +139,11 @@ async def _through_proxy(proxy: str, host: str, port: int) -> socket.socket:
         ) from None
     shown = redact(proxy)
     try:
-        return await Proxy.from_url(proxy).connect(dest_host=host, dest_port=port)
+        if proxy.lower().startswith("socks5h://"):  # resolve the target's name at the proxy
+            proxy_client = Proxy.from_url("socks5://" + proxy[len("socks5h://") :], rdns=True)
+        else:
+            proxy_client = Proxy.from_url(proxy)
+        return await proxy_client.connect(dest_host=host, dest_port=port)
     except ProxyConnectionError as exc:
         raise ConnectError(f"cannot reach proxy {shown}: {exc}") from None
     except ProxyTimeoutError:
