@@ -126,7 +126,9 @@ async def open_stream(
     except socket.gaierror as exc:
         raise ConnectError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     except OSError as exc:
-        raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+        detail = exc.strerror or str(exc) or "the peer closed the connection"
+        during = " during the TLS handshake" if tls is not None else ""
+        raise ConnectError(f"cannot connect to {where}: {detail}{during}") from None
 
 
 async def _through_proxy(proxy: str, host: str, port: int) -> socket.socket:
