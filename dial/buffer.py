@@ -187,13 +187,9 @@ class MessageBuffer:
     def read(self, timeout: float | int | None = None) -> Message | None:
         """FMZ read(): None blocks; -1 oldest or None; -2 newest (rest discarded) or None;
         N > 0 waits up to N milliseconds. Once drained and disconnected: `""` at once."""
-        items = self._items
         self._reads += 1
         try:
-            message = self._newest() if timeout == -2 else items.popleft()
-            if self._paused and len(items) <= self._low_water:
-                self._resume_soon()
-            return message
+            return self._newest() if timeout == -2 else self._take()
         except IndexError:
             pass
         if not self.connected:
@@ -207,10 +203,21 @@ class MessageBuffer:
         seconds = timeout / 1000.0
         return self._wait(None if seconds > threading.TIMEOUT_MAX else seconds)
 
+    def _take(self) -> Message:
+        """The oldest message (IndexError when empty); a paused producer resumes once the
+        reader has drained the buffer to the low-water mark."""
+        items = self._items
+        message = items.popleft()
+        if self._paused and len(items) <= self._low_water:
+            self._resume_soon()
+        return message
+
     def _newest(self) -> Message:
         items = self._items
         newest = items.pop()  # IndexError when empty, handled by the caller
         items.clear()  # asked for by the reader, so not counted as dropped
+        if self._paused:
+            self._resume_soon()
         return newest
 
     def _wait(self, seconds: float | None) -> Message | None:
@@ -221,10 +228,7 @@ class MessageBuffer:
                 self._parked += 1
             try:
                 try:  # re-check after announcing ourselves, so no put is missed
-                    message = items.popleft()
-                    if self._paused and len(items) <= self._low_water:
-                        self._resume_soon()
-                    return message
+                    return self._take()
                 except IndexError:
                     pass
                 if not self.connected:
@@ -235,7 +239,7 @@ class MessageBuffer:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not self._wake.acquire(timeout=remaining):
                         try:
-                            return items.popleft()
+                            return self._take()
                         except IndexError:
                             return None
             finally:

@@ -153,5 +153,5 @@ def test_peer_closing_during_tls_handshake_has_a_reason() -> None:
     port = listener.getsockname()[1]
     for address in (f"tls://127.0.0.1:{port}", f"wss://127.0.0.1:{port}/"):
         assert Dial(address, timeout=3) is None
-        assert "closed the connection during the TLS handshake" in last_error()
+        assert "during the TLS handshake" in last_error()  # EOF or reset, as timing has it
     listener.close()
