@@ -13,9 +13,9 @@ clickhouse) is called directly, without even starting the loop, when no timeout 
 
 Optional backend hooks, besides `DatabaseBackend`'s connect/execute/close:
 `execute_blocking(sql, params)` (the statement, synchronously, in the caller's thread),
-`alive()` (False once the link is known to be gone: reconnect first) and `pending_input()`
+`alive()` (False once the link is known to be gone: reconnect first), `pending_input()`
 (bytes arrived while idle: let the driver read them before judging `alive()`, since the
-loop does not run between statements).
+loop does not run between statements) and `in_transaction()` (a BEGIN is open on the link).
 
 Lifetime rule: without `fd()`, closing the last facade closes the database connection. Once
 `fd()` has been called the connection is *pinned*: closing facades no longer closes it, so
@@ -24,6 +24,9 @@ called (on any facade, or `dial.database.release(handle)`) or the process exits.
 
 Statements on one database connection are serialised; a connection found dead before a
 statement (server restarted) is reconnected first, so `exec` recovers without a new `Dial`.
+Reconnecting is only silent *between* transactions: when the link was lost while a
+transaction was open, the server rolled it back, so the first `exec` after the loss fails
+with `TRANSACTION_LOST` (nothing is sent); the link is renewed for the one after it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ log = logging.getLogger("dial")
 Result = dict[str, Any]
 T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
+TRANSACTION_LOST = (
+    "connection lost inside a transaction: the server rolled it back; start the transaction again"
+)
 _PENDING_INPUT_ROUNDS = 3
 
 
@@ -238,6 +244,10 @@ class _SharedConnection:
         self._guard = threading.Lock()
         self._alive_check: Callable[[], bool] | None = getattr(backend, "alive", None)
         self._pending_input: Callable[[], bool] | None = getattr(backend, "pending_input", None)
+        self._transaction_check: Callable[[], bool] | None = getattr(
+            backend, "in_transaction", None
+        )
+        self.transaction_open = False  # as of the last statement on the current link
         self._direct: Callable[[str, tuple[Any, ...]], Result] | None = getattr(
             backend, "execute_blocking", None
         )
@@ -357,18 +367,37 @@ class _SharedConnection:
                     break
                 await asyncio.sleep(0)
         if self.stale or not self._is_alive():
+            if self.transaction_open:
+                # The server rolled the transaction back with the old link; running this
+                # statement on a fresh autocommit link would split it silently.
+                self.transaction_open = False
+                self.stale = True
+                raise DialError(TRANSACTION_LOST)
             await self._reconnect()
         try:
-            return await backend.execute(sql, params)
+            result = await backend.execute(sql, params)
         except asyncio.CancelledError:
             self.stale = True  # the driver may be mid-protocol: start afresh next time
             raise
-        except BaseException:
-            if not self._is_alive():
+        except BaseException as exc:
+            if self._is_alive():
+                self._note_transaction()
+            else:
                 self.stale = True
+                if self.transaction_open:
+                    self.transaction_open = False
+                    raise DialError(f"{TRANSACTION_LOST} ({describe_error(exc)})") from None
             raise
+        self._note_transaction()
+        return result
+
+    def _note_transaction(self) -> None:
+        check = self._transaction_check
+        if check is not None:
+            self.transaction_open = bool(check())
 
     async def _reconnect(self) -> None:
+        self.transaction_open = False
         await self._close_backend()
         try:
             await asyncio.wait_for(self.backend.connect(), self.timeout)

@@ -513,3 +513,66 @@ def test_escaped_quotes_do_not_end_a_string():
         "SELECT 'it''s ?', 'a\\'?', $1",
         1,
     )
+
+
+# -- faults inside transactions and bad statement arguments ---------------------------------
+
+
+def _killable(kind: str, postgres_port: int, mariadb_port: int) -> tuple[str, str, str]:
+    """(address, "who am I" SQL, kill SQL taking that id) for one server database."""
+    if kind == "postgres":
+        return (
+            f"postgres://postgres@127.0.0.1:{postgres_port}/test",
+            "SELECT pg_backend_pid() AS id",
+            "SELECT pg_terminate_backend(?)",
+        )
+    return (
+        f"mysql://root@tcp(127.0.0.1:{mariadb_port})/test",
+        "SELECT CONNECTION_ID() AS id",
+        "KILL ?",
+    )
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_link_lost_inside_a_transaction_is_reported_not_papered_over(
+    kind,
+    postgres_server,  # noqa: F811
+    mariadb_server,  # noqa: F811
+):
+    """The server rolled the transaction back with the killed session: the next statement must
+    not run on a fresh autocommit link (it would commit what the program later rolls back)."""
+    address, whoami, kill = _killable(kind, postgres_server, mariadb_server)
+    table = f"dialkit_tx_{kind}_{os.getpid()}"
+    conn, killer = Dial(address, 5), Dial(address, 5)
+    assert conn is not None and killer is not None, dial.last_error()
+    try:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        assert conn.exec(f"CREATE TABLE {table} (id INTEGER)") == NO_ROWS
+        session = conn.exec(whoami)["values"][0][0]
+        assert conn.exec("BEGIN") is not None
+        assert conn.exec(f"INSERT INTO {table} VALUES (1)")["rowcount"] == 1
+        assert killer.exec(kill, session) is not None, dial.last_error()
+        time.sleep(0.3)
+
+        assert conn.exec(f"INSERT INTO {table} VALUES (2)") is None
+        assert dial.last_error() == (
+            "connection lost inside a transaction: the server rolled it back; "
+            "start the transaction again"
+        )
+        # The link is renewed for the next statement; nothing of the transaction survived.
+        assert conn.exec(f"SELECT COUNT(*) AS n FROM {table}")["values"] == [[0]]
+        assert conn.exec(whoami)["values"][0][0] != session
+        # Between transactions a loss is still repaired silently.
+        killer.exec(kill, conn.exec(whoami)["values"][0][0])
+        time.sleep(0.3)
+        assert conn.exec(f"SELECT COUNT(*) AS n FROM {table}")["values"] == [[0]]
+        # A committed transaction leaves nothing open: a later loss is silent again.
+        assert conn.exec("BEGIN") and conn.exec(f"INSERT INTO {table} VALUES (3)")
+        assert conn.exec("COMMIT") is not None
+        killer.exec(kill, conn.exec(whoami)["values"][0][0])
+        time.sleep(0.3)
+        assert conn.exec(f"SELECT id FROM {table}")["values"] == [[3]]
+    finally:
+        killer.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+        killer.close()

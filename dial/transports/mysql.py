@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomysql
 import pymysql
+from pymysql.constants import SERVER_STATUS
 
 from ..address import Address, redact
 from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
@@ -181,6 +182,12 @@ class MysqlBackend(DatabaseBackend):
     def pending_input(self) -> bool:
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
         return self._connection is not None and socket_has_input(self._socket)
+
+    def in_transaction(self) -> bool:
+        connection = self._connection
+        return connection is not None and bool(
+            connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+        )
 
     def alive(self) -> bool:
         connection = self._connection

@@ -165,6 +165,10 @@ class PostgresBackend(DatabaseBackend):
     def alive(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
+    def in_transaction(self) -> bool:
+        connection = self._connection
+        return connection is not None and connection.is_in_transaction()
+
     def pending_input(self) -> bool:
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
         return self._connection is not None and socket_has_input(self._socket)
