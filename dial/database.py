@@ -32,6 +32,7 @@ with `TRANSACTION_LOST` (nothing is sent); the link is renewed for the one after
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import itertools
 import logging
@@ -42,6 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -52,8 +54,10 @@ from .session import describe_error
 from .transports.base import DatabaseBackend
 
 __all__ = [
+    "PARAMETER_TYPES",
     "DatabaseConnection",
     "Result",
+    "check_parameters",
     "listify",
     "open_database",
     "release",
@@ -163,14 +167,44 @@ def translate_placeholders(sql: str, style: str) -> tuple[str, int]:
     return _SQL_TOKENS.sub(substitute, sql), count
 
 
-def bind(sql: str, params: tuple[Any, ...], style: str) -> str:
-    """Translate `sql` for a driver and check the parameter count."""
+#: Parameter types every database binds (bytes-likes as binary values).
+PARAMETER_TYPES: tuple[type, ...] = (
+    type(None),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    bytearray,
+    memoryview,
+    Decimal,
+    dt.datetime,
+    dt.date,
+    dt.time,
+)
+_EXACT_PARAMETER_TYPES = frozenset(PARAMETER_TYPES)
+
+
+def check_parameters(params: tuple[Any, ...], extra: tuple[type, ...] = ()) -> None:
+    """A clear error for a parameter no driver would bind (instead of its repr stored as
+    text, or a driver's internal TypeError)."""
+    for index, value in enumerate(params, 1):
+        if type(value) in _EXACT_PARAMETER_TYPES:
+            continue
+        if not isinstance(value, PARAMETER_TYPES + extra):
+            raise DialError(f"parameter {index}: unsupported type {type(value).__name__}")
+
+
+def bind(sql: str, params: tuple[Any, ...], style: str, extra: tuple[type, ...] = ()) -> str:
+    """Translate `sql` for a driver, check the parameter count and the parameter types
+    (`PARAMETER_TYPES`, plus `extra` ones this driver binds too)."""
     translated, count = translate_placeholders(sql, style)
     if count != len(params):
         raise DialError(
             f"statement has {count} placeholder{'s' if count != 1 else ''} (?) but "
             f"{len(params)} parameter{'s' if len(params) != 1 else ''} given"
         )
+    check_parameters(params, extra)
     return translated
 
 

@@ -576,3 +576,75 @@ def test_link_lost_inside_a_transaction_is_reported_not_papered_over(
         killer.exec(f"DROP TABLE IF EXISTS {table}")
         conn.close()
         killer.close()
+
+
+def test_mysql_bad_parameter_leaves_the_link_and_its_transaction_alone(mariadb_server):  # noqa: F811
+    conn = Dial(f"mysql://root@tcp(127.0.0.1:{mariadb_server})/test", 5)
+    table = f"dialkit_param_{os.getpid()}"
+    try:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.exec(f"CREATE TABLE {table} (id INTEGER) ENGINE=InnoDB")
+        session = conn.exec("SELECT CONNECTION_ID() AS id")["values"]
+        assert conn.exec("BEGIN") and conn.exec(f"INSERT INTO {table} VALUES (1)")
+        assert conn.exec("SELECT ? AS v", float("nan")) is None
+        assert dial.last_error() == "mysql: parameter 1: nan can not be used with MySQL"
+        assert conn.exec("SELECT ? AS v, ? AS w", 1, object()) is None
+        assert dial.last_error() == "parameter 2: unsupported type object"
+        assert conn.exec("COMMIT") is not None
+        assert conn.exec("SELECT CONNECTION_ID() AS id")["values"] == session
+        assert conn.exec(f"SELECT id FROM {table}")["values"] == [[1]]
+    finally:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+
+def test_mysql_binds_bytes_as_binary(mariadb_server):  # noqa: F811
+    conn = Dial(f"mysql://root@tcp(127.0.0.1:{mariadb_server})/test", 5)
+    table = f"dialkit_blob_{os.getpid()}"
+    blob = bytes(range(256)) + b"'\\%s?"
+    try:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.exec(f"CREATE TABLE {table} (id INTEGER, b BLOB)")
+        assert conn.exec(f"INSERT INTO {table} VALUES (?, ?)", 1, blob)["rowcount"] == 1
+        assert conn.exec(f"INSERT INTO {table} VALUES (?, ?)", 2, bytearray(b"ab"))
+        assert conn.exec(f"INSERT INTO {table} VALUES (?, ?)", 3, memoryview(b""))
+        assert conn.exec(f"SELECT b FROM {table} ORDER BY id")["values"] == [
+            [blob],
+            [b"ab"],
+            [b""],
+        ]
+        assert conn.exec("SELECT ? AS v, '%' AS p", "%s %% ?") == {
+            "columns": ["v", "p"],
+            "values": [["%s %% ?", "%"]],
+        }
+    finally:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+
+def test_unsupported_parameter_types_are_refused_everywhere(database):
+    _, address = database
+    conn = Dial(address, 10)
+    try:
+        for bad in (object(), {1, 2}, Dial):
+            assert conn.exec("SELECT ? AS v", bad) is None
+            assert dial.last_error() == f"parameter 1: unsupported type {type(bad).__name__}"
+        assert conn.exec("SELECT 1 AS one") == {"columns": ["one"], "values": [[1]]}
+    finally:
+        conn.close()
+
+
+def test_mysql_reconnects_after_the_server_dropped_the_link(mariadb_server):  # noqa: F811
+    """MariaDB closes a link that sent a packet over max_allowed_packet: the statement fails,
+    and the next one reconnects first instead of failing on the dead link."""
+    conn = Dial(f"mysql://root@tcp(127.0.0.1:{mariadb_server})/test", 5)
+    try:
+        limit = conn.exec("SELECT @@max_allowed_packet AS m")["values"][0][0]
+        assert limit <= 64 * 1024 * 1024, f"max_allowed_packet {limit} is too big to exceed"
+        assert conn.exec("SELECT ? AS v", "y" * (limit + 1024)) is None
+        assert "max_allowed_packet" in dial.last_error()
+        assert conn.exec("SELECT 1 AS one") == {"columns": ["one"], "values": [[1]]}, (
+            dial.last_error()
+        )
+    finally:
+        conn.close()

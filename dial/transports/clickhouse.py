@@ -16,8 +16,11 @@ is rewritten to the equivalent `INSERT ... SELECT ... UNION ALL SELECT ...`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
 import logging
 import re
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from struct import error as struct_error
 from typing import Any
@@ -58,6 +61,16 @@ _INSERT_VALUES = re.compile(
 _PLACEHOLDER_ROWS = re.compile(r"\(\?(?:,\?)*\)(?:,\(\?(?:,\?)*\))*")
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.S)
 _TRUE = ("1", "true", "yes", "on")
+#: Parameter types the ClickHouse clients bind besides the common ones.
+EXTRA_PARAMETER_TYPES: tuple[type, ...] = (
+    list,
+    tuple,
+    dict,
+    uuid.UUID,
+    dt.timedelta,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+)
 
 # clickhouse-driver logs a traceback for every failed connect attempt; Dial reports the
 # reason itself, so keep that out of a program that configured no logging.
@@ -289,7 +302,7 @@ class ClickhouseBackend(DatabaseBackend):
             raise DialError("connection is closed")
         query = sql
         if params:
-            query = bind(sql, params, "pyformat")
+            query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)
             insert = _INSERT_VALUES.match(sql)
             if insert and _PLACEHOLDER_ROWS.fullmatch("".join(insert.group("rows").split())):
                 width = insert.group("rows").split(")", 1)[0].count("?")
@@ -322,7 +335,7 @@ class ClickhouseBackend(DatabaseBackend):
             raise DialError("connection is closed")
         query, values = sql, None
         if params:
-            query = bind(sql, params, "pyformat")
+            query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)
             values = {f"p{i}": value for i, value in enumerate(params)}
         if _returns_rows(sql):
             result = client.query(query, parameters=values)

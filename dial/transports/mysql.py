@@ -10,6 +10,7 @@ The connection runs in autocommit mode (each `exec` commits, as with the Go driv
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from typing import Any
@@ -53,8 +54,9 @@ IGNORED = frozenset(
     }
 )
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-# Errors after which the link is gone (client-side codes 2006/2013/2055, or a read at EOF).
-_DISCONNECTS = {0, 2006, 2013, 2055}
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+# aiomysql's client-side "the link is gone" codes (it has closed the connection by then).
+_DISCONNECTS = frozenset({2006, 2013, 2055})
 
 
 class _QuietCursor(aiomysql.Cursor):
@@ -194,20 +196,39 @@ class MysqlBackend(DatabaseBackend):
         if connection is None or connection.closed:
             return False
         reader = getattr(connection, "_reader", None)
-        return reader is None or not reader.at_eof()
+        if reader is not None and (reader.at_eof() or reader.exception() is not None):
+            return False  # EOF, or a reset (e.g. after "packet bigger than max_allowed_packet")
+        writer = getattr(connection, "_writer", None)
+        return writer is None or not writer.transport.is_closing()
+
+    @staticmethod
+    def _literal(connection: aiomysql.Connection, index: int, value: Any) -> str:
+        """One parameter as an SQL literal (what aiomysql would do, with bytes as binary)."""
+        if isinstance(value, _BYTES_LIKE):
+            return f"X'{bytes(value).hex()}'"  # binary, never re-encoded as text
+        try:
+            return str(connection.escape(value))
+        except (pymysql.err.MySQLError, TypeError, ValueError) as exc:
+            message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+            raise DialError(f"mysql: parameter {index}: {message}") from None
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
         if connection is None:
             raise DialError("connection is closed")
-        query = bind(sql, params, "format") if params else sql
+        query = sql
+        if params:
+            # Bound here, before anything is sent: a bad parameter leaves the link alone.
+            template = bind(sql, params, "format", (dt.timedelta,))
+            literal = self._literal
+            query = template % tuple(literal(connection, i, v) for i, v in enumerate(params, 1))
         try:
             cursor = self._cursor
             if cursor is None or cursor._connection is not connection:
                 connection._ensure_alive()
                 cursor = self._cursor = _QuietCursor(connection, False)
             try:
-                await cursor.execute(query, params or None)
+                await cursor.execute(query)
                 description = cursor.description
                 if description is None:
                     return status_result(cursor.rowcount)
@@ -221,7 +242,7 @@ class MysqlBackend(DatabaseBackend):
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             message = exc.args[1] if len(exc.args) > 1 else str(exc)
-            if code in _DISCONNECTS:
+            if code in _DISCONNECTS or not self.alive():  # only a link that is really gone
                 connection.close()
                 reason = message or "the server closed it"
                 raise DialError(f"mysql: connection lost: {reason}") from None

@@ -10,8 +10,11 @@ query protocol and returns the status of its last statement.
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import os
 import re
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -41,6 +44,21 @@ KEYS = frozenset(
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _KEY_VALUE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
 _MULTIPLE_COMMANDS = "cannot insert multiple commands"
+#: Parameter types asyncpg binds besides the common ones (arrays, records, ranges...).
+EXTRA_PARAMETER_TYPES: tuple[type, ...] = (
+    list,
+    tuple,
+    dict,
+    uuid.UUID,
+    dt.timedelta,
+    asyncpg.Range,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
 
 
 def _parse_key_value(text: str) -> dict[str, str]:
@@ -177,7 +195,7 @@ class PostgresBackend(DatabaseBackend):
         connection = self._connection
         if connection is None:
             raise DialError("connection is closed")
-        query = bind(sql, params, "numeric") if params else sql
+        query = bind(sql, params, "numeric", EXTRA_PARAMETER_TYPES) if params else sql
         try:
             try:
                 records, status, _ = await connection._execute(
