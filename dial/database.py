@@ -271,6 +271,8 @@ class _SharedConnection:
         self.users = 0
         self.closed = False
         self.stale = False  # the link broke: reconnect before the next statement
+        if hasattr(backend, "dial_timeout"):  # bounds a blocking driver's own connect
+            backend.dial_timeout = timeout
         self._loop = asyncio.new_event_loop()  # runs only while a statement runs
         self._loop_closed = False
         self._driving = threading.Lock()  # one thread drives the loop / the driver at a time

@@ -648,3 +648,61 @@ def test_mysql_reconnects_after_the_server_dropped_the_link(mariadb_server):  # 
         )
     finally:
         conn.close()
+
+
+SILENT_SERVER = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(64)
+print(server.getsockname()[1], flush=True)
+held = []
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    server.settimeout(max(deadline - time.monotonic(), 0.01))
+    try:
+        held.append(server.accept()[0])
+    except OSError:
+        break
+"""
+
+
+@pytest.fixture
+def silent_port():
+    """A local port that accepts TCP and never answers (its own process)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield int(process.stdout.readline())
+    finally:
+        process.kill()
+        process.wait(5)
+
+
+@pytest.mark.parametrize("form", ["tcp", "http"])
+def test_failed_clickhouse_dial_to_a_silent_peer_leaves_nothing(form, silent_port):
+    """The Dial timeout bounds the blocking drivers: no worker thread or socket survives a
+    failed Dial, and a program whose Dial failed exits at once (not after 300 s)."""
+    import subprocess
+    import sys
+
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+    address = f"clickhouse://{form}://127.0.0.1:{silent_port}"
+    assert Dial(address, 0.5) is None  # warm up: imports, pools
+    before = (threading.active_count(), process.num_fds())
+    for _ in range(5):
+        assert Dial(address, 0.5) is None
+        assert dial.last_error() == f"{address}: no connection within 0.5 s"
+    after = (threading.active_count(), process.num_fds())
+    assert after[0] <= before[0], [t.name for t in threading.enumerate()]
+    assert after[1] <= before[1], f"fds {before[1]} -> {after[1]}"
+
+    script = f"from dial import Dial; assert Dial({address!r}, 1) is None"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert time.monotonic() - started < 10

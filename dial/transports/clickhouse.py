@@ -19,7 +19,9 @@ import asyncio
 import datetime as dt
 import ipaddress
 import logging
+import math
 import re
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from struct import error as struct_error
@@ -31,6 +33,7 @@ import clickhouse_driver
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.summary import QuerySummary
 from clickhouse_driver import errors as driver_errors
+from urllib3 import Timeout as HttpTimeout
 
 from ..address import Address, redact
 from ..database import Result, bind, listify, rows_result, status_result
@@ -148,6 +151,10 @@ def _statement_error(exc: Exception) -> Exception:
     return exc
 
 
+def _nothing() -> None:
+    return None
+
+
 def _returns_rows(sql: str) -> bool:
     head = _LEADING_NOISE.sub("", sql, count=1)
     return head[:9].split(None, 1)[0].upper() in ROW_KEYWORDS if head.strip() else False
@@ -202,6 +209,10 @@ class ClickhouseBackend(DatabaseBackend):
         self.kind = self.settings["kind"]
         self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
+        self._connecting: Any = None  # the native client while its handshake runs
+        #: Set by `dial.database` to the Dial timeout: it bounds the drivers' own socket
+        #: timeouts while connecting, so no blocking connect outlives a failed Dial.
+        self.dial_timeout: float | None = None
 
     @property
     def where(self) -> str:
@@ -226,7 +237,12 @@ class ClickhouseBackend(DatabaseBackend):
 
     def _connect_blocking(self) -> Any:
         s = self.settings
-        timeout = s.get("dial_timeout", 10.0)
+        connect_timeout = s.get("dial_timeout", 10.0)
+        read_timeout = s.get("read_timeout", 300.0)
+        handshake_timeout = read_timeout
+        if self.dial_timeout is not None:  # the Dial timeout bounds the whole connect
+            connect_timeout = min(connect_timeout, self.dial_timeout)
+            handshake_timeout = min(read_timeout, self.dial_timeout)
         if self.kind == "tcp":
             client = clickhouse_driver.Client(
                 s["host"],
@@ -234,22 +250,29 @@ class ClickhouseBackend(DatabaseBackend):
                 database=s.get("database", "default"),
                 user=s.get("user", "default"),
                 password=s.get("password", ""),
-                connect_timeout=timeout,
-                send_receive_timeout=s.get("read_timeout", 300.0),
+                connect_timeout=connect_timeout,
+                send_receive_timeout=handshake_timeout,
                 secure=s.get("secure", False),
                 verify=not s.get("skip_verify", False),
             )
+            self._connecting = client
             try:
                 client.connection.connect()  # fail in Dial, not at the first exec
             except BaseException:
                 client.disconnect()
                 raise
+            finally:
+                self._connecting = None
+            connection = client.connection
+            connection.send_receive_timeout = read_timeout  # statements: the address's
+            if connection.socket is not None:
+                connection.socket.settimeout(read_timeout)
             return client
         if self.kind == "chdb":
             return clickhouse_connect.get_client(
                 interface="chdb", path=s.get("path"), database=s.get("database")
             )
-        return clickhouse_connect.get_client(
+        client = clickhouse_connect.get_client(
             host=s["host"],
             port=s["port"],
             username=s.get("user", "default"),
@@ -258,9 +281,24 @@ class ClickhouseBackend(DatabaseBackend):
             interface=self.kind,
             secure=self.kind == "https",
             verify=not s.get("skip_verify", False),
-            connect_timeout=timeout,
-            send_receive_timeout=s.get("read_timeout", 300.0),
+            # clickhouse-connect truncates both to whole seconds (0 would mean "invalid")
+            connect_timeout=max(math.ceil(connect_timeout), 1),
+            send_receive_timeout=max(math.ceil(handshake_timeout), 1),
         )
+        backend = getattr(client, "_backend", None)
+        if backend is not None and hasattr(backend, "timeout"):
+            backend.timeout = HttpTimeout(connect=connect_timeout, read=read_timeout)
+        return client
+
+    def _abort_connect(self) -> None:
+        """Wake a native handshake blocked on a silent peer (its worker then ends at once)."""
+        client = self._connecting
+        sock = getattr(getattr(client, "connection", None), "socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         blocking = self._native if self.kind == "tcp" else self._connect_client
@@ -284,14 +322,21 @@ class ClickhouseBackend(DatabaseBackend):
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        if client is not None:
-            closer = client.disconnect if self.kind == "tcp" else client.close
-            try:
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(executor, closer), 5.0
-                )
-            except Exception:
-                pass
+        self._abort_connect()
+        closer = (
+            (client.disconnect if self.kind == "tcp" else client.close)
+            if client is not None
+            else _nothing
+        )
+        # The worker runs one call at a time: once `closer` ran, a connect still in flight
+        # (bounded by the Dial timeout) has ended too, so no thread or socket outlives close.
+        limit = 5.0 if self.dial_timeout is None else max(self.dial_timeout, 1.0) + 1.0
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(executor, closer), limit
+            )
+        except Exception:
+            pass
         executor.shutdown(wait=False)
 
     # -- worker thread ----------------------------------------------------------------------
