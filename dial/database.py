@@ -36,6 +36,7 @@ import datetime as dt
 import gc
 import itertools
 import logging
+import math
 import re
 import select
 import socket
@@ -538,6 +539,16 @@ _handle_numbers = itertools.count(1)
 # -- the facade -----------------------------------------------------------------------------
 
 
+def _checked_timeout(timeout: Any) -> float:
+    """A usable statement timeout, refused before anything is sent: a zero or negative one
+    would report a failure for a statement that still runs."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise DialError(f"exec() timeout must be seconds (a number), not {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise DialError(f"exec() timeout must be a finite number of seconds > 0, not {timeout!r}")
+    return float(timeout)
+
+
 class DatabaseConnection:
     """`exec(sql, *params)`, `fd()`, `close()`; a context manager. Thread-safe."""
 
@@ -564,6 +575,8 @@ class DatabaseConnection:
                 raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
             if not sql.strip():
                 raise DialError("exec() got an empty statement")
+            if timeout is not None:
+                timeout = _checked_timeout(timeout)
             result = self._shared.execute(sql, params, timeout)
         except Exception as exc:
             self._fail(exc, timeout)

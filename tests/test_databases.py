@@ -706,3 +706,24 @@ def test_failed_clickhouse_dial_to_a_silent_peer_leaves_nothing(form, silent_por
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "5", True])
+def test_unusable_exec_timeouts_are_refused_before_sending(timeout, tmp_path):
+    conn = Dial(f"sqlite3://{tmp_path / 'timeouts.db'}")
+    try:
+        conn.exec("CREATE TABLE t (a INTEGER)")
+        assert conn.exec("INSERT INTO t VALUES (1)", timeout=timeout) is None
+        assert dial.last_error().startswith("exec() timeout must be"), dial.last_error()
+        assert repr(timeout) in dial.last_error() or type(timeout).__name__ in dial.last_error()
+        assert conn.exec("SELECT COUNT(*) AS n FROM t")["values"] == [[0]]
+        assert conn.exec("INSERT INTO t VALUES (1)", timeout=5)["rowcount"] == 1
+    finally:
+        conn.close()
+
+
+def test_mysql_unknown_charset_is_a_clear_reason(capfd):
+    assert Dial("mysql://root@127.0.0.1:3306/test?charset=bogus", 2) is None
+    assert dial.last_error() == "mysql://: unknown charset 'bogus'"
+    gc.collect()
+    assert "Traceback" not in capfd.readouterr().err

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomysql
 import pymysql
+from pymysql.charset import charset_by_name
 from pymysql.constants import SERVER_STATUS
 
 from ..address import Address, redact
@@ -132,7 +133,10 @@ def parse_mysql_target(target: str) -> dict[str, Any]:
                 f"{', '.join(sorted(SUPPORTED | IGNORED))}"
             )
         if name == "charset":
-            kwargs["charset"] = value.split(",")[0]
+            charset = value.split(",")[0].strip()
+            if charset_by_name(charset) is None:
+                raise AddressError(f"mysql://: unknown charset {charset!r}")
+            kwargs["charset"] = charset
         elif name == "timeout":
             kwargs["connect_timeout"] = _seconds(value)
         elif name == "tls" and value not in ("false", "", "preferred"):
