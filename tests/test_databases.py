@@ -727,3 +727,21 @@ def test_mysql_unknown_charset_is_a_clear_reason(capfd):
     assert dial.last_error() == "mysql://: unknown charset 'bogus'"
     gc.collect()
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["postgres://garbage", "mysql://root@tcp(garbage:3306)/test", "mysql://root@garbage/test"],
+)
+def test_unresolvable_host_is_a_clear_reason(address, monkeypatch):
+    """No DNS query leaves the machine: the resolver is replaced by one that knows no name."""
+    import socket
+
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "unknown to the test resolver")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    assert Dial(address, 3) is None
+    reason = dial.last_error()
+    assert "cannot resolve host 'garbage' (unknown to the test resolver)" in reason, reason
+    assert "Unknown error" not in reason

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import socket
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -164,10 +165,10 @@ class MysqlBackend(DatabaseBackend):
 
     @property
     def where(self) -> str:
-        socket = self.settings.get("unix_socket")
+        unix_socket = self.settings.get("unix_socket")
         return (
-            f"mysql {socket}"
-            if socket
+            f"mysql {unix_socket}"
+            if unix_socket
             else (f"mysql {self.settings['host']}:{self.settings['port']}")
         )
 
@@ -177,7 +178,10 @@ class MysqlBackend(DatabaseBackend):
         except pymysql.err.MySQLError as exc:
             code, message = (*exc.args, "", "")[:2] if exc.args else (0, str(exc))
             cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, OSError):  # e.g. 2003 "Can't connect": say why
+            if isinstance(cause, socket.gaierror):
+                host = self.settings.get("host")
+                message = f"cannot resolve host {host!r} ({cause.strerror})"
+            elif isinstance(cause, OSError):  # e.g. 2003 "Can't connect": say why
                 message = f"{message}: {os.strerror(cause.errno) if cause.errno else cause}"
             raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
         except OSError as exc:

@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import socket
 import uuid
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -174,6 +175,10 @@ class PostgresBackend(DatabaseBackend):
             self._connection = await asyncpg.connect(**self.settings)
         except asyncpg.PostgresError as exc:
             raise ConnectError(f"{self.where}: {exc}") from None
+        except socket.gaierror as exc:
+            host = self.settings.get("host", "localhost")
+            reason = f"cannot resolve host {host!r} ({exc.strerror})"
+            raise ConnectError(f"{self.where}: {reason}") from None
         except (OSError, asyncpg.InterfaceError) as exc:
             reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
             raise ConnectError(f"{self.where}: {reason or type(exc).__name__}") from None
