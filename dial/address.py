@@ -104,7 +104,8 @@ def _parse_proxy(name: str, value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme.lower() not in PROXY_SCHEMES:
         raise AddressError(
-            f"option proxy: expected socks5://[user:password@]host:port, got scheme "
+            "option proxy: expected socks5://HOST:PORT (optionally USER:PASSWORD@ before HOST), "
+            "got scheme "
             f"{parts.scheme or '(none)'!r}"
         )
     try:
@@ -112,7 +113,9 @@ def _parse_proxy(name: str, value: str) -> str:
     except ValueError:
         port = None
     if not parts.hostname or port is None:
-        raise AddressError("option proxy: expected socks5://[user:password@]host:port")
+        raise AddressError(
+            "option proxy: expected socks5://HOST:PORT (optionally USER:PASSWORD@ before HOST)"
+        )
     return value
 
 
@@ -242,14 +245,23 @@ def split_host_port(target: str, scheme: str, default_port: int | None = None) -
     return host, port
 
 
-_USERINFO = re.compile(r"(//[^:/@\s|&]*:)[^@\s/]*?@")  # a path's "@" is not a password
+# `//user:password@`: everything up to the last "@" before whitespace or "|" is masked, so a
+# password containing "/" or "@" does not leak (a URL path with "@" after a port is left alone).
+_USERINFO = re.compile(r"(//[^:/@\s|&]*:)(?!\d+(?:[/?#|]|$))[^\s|]*@")
+_NATS_TOKEN = re.compile(r"(nats://)[^:/@\s|]+@", re.IGNORECASE)  # nats://TOKEN@host
+_SECRET_WORDS = r"password|passwd|pwd|pass|secret|secret_key|passphrase|token|sasl_password"
 _SECRET_PARAM = re.compile(
-    r"((?:password|passwd|pwd|pass|secret|secret_key|passphrase|token|sasl_password)=)"
-    r"[^&\s|;]*",
-    re.IGNORECASE,
+    rf"((?:{_SECRET_WORDS})\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s|;]*)", re.IGNORECASE
+)
+_SECRET_JSON = re.compile(
+    rf"(\"(?:{_SECRET_WORDS}|sign|signature|apiKey|api_key)\"\s*:\s*\")[^\"]*", re.IGNORECASE
 )
 
 
 def redact(text: str) -> str:
-    """Mask passwords in URLs (`//user:***@`) and in `password=` style parameters."""
-    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+    """Mask credentials: URL passwords (`//user:***@`), NATS tokens, `password=` style
+    parameters and the secret fields of JSON payloads."""
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _NATS_TOKEN.sub(r"\1***@", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    return _SECRET_JSON.sub(r"\1***", text)

@@ -200,9 +200,12 @@ class MessageBuffer:
             return DISCONNECTED
         if timeout is None:
             return self._wait(None)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
+            raise TypeError(f"read() timeout must be a number of milliseconds, got {timeout!r}")
         if timeout < 0:  # -1 and any other negative: poll
             return None
-        return self._wait(timeout / 1000.0)
+        seconds = timeout / 1000.0
+        return self._wait(None if seconds > threading.TIMEOUT_MAX else seconds)
 
     def _newest(self) -> Message:
         items = self._items

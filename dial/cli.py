@@ -147,12 +147,25 @@ def _reconnects(address: str) -> bool:
 # -- verbs -----------------------------------------------------------------------------------
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text!r}")
+    return int(text)
+
+
+def _scheme(address: str) -> str:
+    return address.split("://", 1)[0]
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise Failure("-n must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
         raise Failure("--timeout must be a positive number of milliseconds")
     connection = _dial(args.address, args.connect_timeout)
+    if not hasattr(connection, "read"):
+        connection.close()
+        raise Failure(f"{_scheme(args.address)}:// is a database: use `dial exec ADDRESS SQL`")
     reconnecting = _reconnects(args.address)
     status = StatusLine(
         connection, sys.stderr, _isatty(sys.stderr) and not args.quiet, notes=reconnecting
@@ -222,7 +235,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     try:
         if not hasattr(connection, "exec"):
             raise Failure(
-                f"{args.address.split('://', 1)[0]}:// is not a database; exec needs "
+                f"{_scheme(args.address)}:// is not a database; exec needs "
                 "sqlite3://, mysql://, postgres:// or clickhouse://"
             )
         result = connection.exec(args.sql)
@@ -362,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["binance", "okx", "huobi", "all"],
     )
     simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=DEFAULT_SIMULATOR_PORT)
+    simulate.add_argument("--port", type=_port, default=DEFAULT_SIMULATOR_PORT)
     simulate.add_argument("--rate", type=_positive_float, default=2.0, help="pushes per second")
     simulate.add_argument(
         "--ping-interval",

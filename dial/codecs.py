@@ -28,14 +28,25 @@ class Codec:
         self.encode: Callable[[bytes], bytes] = _encoder(wbits)
 
 
+MAX_DECODED_BYTES = 32 * 1024 * 1024  # a "compression bomb" larger than this is refused
+
+
+class MessageTooLarge(ValueError):
+    pass
+
+
 def _decoder(wbits: int) -> Callable[[bytes], bytes]:
-    decompress, error = zlib.decompress, zlib.error
+    decompressobj, error = zlib.decompressobj, zlib.error
 
     def decode(data: bytes) -> bytes:
+        decompressor = decompressobj(wbits)
         try:
-            return decompress(data, wbits)
+            decoded = decompressor.decompress(data, MAX_DECODED_BYTES)
         except error:
             return data
+        if decompressor.unconsumed_tail:
+            raise MessageTooLarge(f"message inflates to more than {MAX_DECODED_BYTES} bytes")
+        return decoded if decompressor.eof else data  # not a whole compressed stream
 
     return decode
 

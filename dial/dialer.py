@@ -19,6 +19,7 @@ __all__ = ["DEFAULT_TIMEOUT", "Dial"]
 log = logging.getLogger("dial")
 
 DEFAULT_TIMEOUT = 10.0  # seconds allowed for the first connect when Dial() is given none
+MAX_TIMEOUT = 86_400.0
 
 
 def Dial(  # FMZ spells it with a capital D
@@ -34,12 +35,11 @@ def Dial(  # FMZ spells it with a capital D
     An int is a database handle from `conn.fd()`, reusing that database connection.
     """
     try:
-        connection = _dial(
-            address, DEFAULT_TIMEOUT if timeout is None else float(timeout), raise_errors
-        )
+        seconds = DEFAULT_TIMEOUT if timeout is None else _seconds(timeout)
+        connection = _dial(address, seconds, raise_errors)
     except Exception as exc:
         reason = describe_error(exc)
-        shown = redact(address) if isinstance(address, str) else repr(address)
+        shown = _shown(address)
         log.warning("Dial(%r) failed: %s", shown, reason)
         remember(reason)
         if raise_errors:
@@ -49,9 +49,23 @@ def Dial(  # FMZ spells it with a capital D
     return connection
 
 
+def _seconds(timeout: object) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise DialError(f"timeout must be a number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _shown(address: object) -> str:
+    """The address as logs show it: credentials masked, very long ones cut."""
+    if not isinstance(address, str):
+        return repr(address)
+    shown = redact(address)
+    return shown if len(shown) <= 300 else f"{shown[:300]}... ({len(shown)} characters)"
+
+
 def _dial(address: str | int, timeout: float, raise_errors: bool = False) -> Any:
-    if timeout <= 0:
-        raise DialError(f"timeout must be > 0 seconds, got {timeout:g}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also rejects nan
+        raise DialError(f"timeout must be > 0 and <= {MAX_TIMEOUT:g} seconds, got {timeout:g}")
     if isinstance(address, int) and not isinstance(address, bool):
         from .database import reuse_handle
 

@@ -96,6 +96,8 @@ async def _ws_handler(state: WsServer, ws: Any) -> None:
             if command == "many":
                 for i in range(int(argument)):
                     await ws.send(f"m{i}")
+            elif command == "bomb":  # a tiny gzip frame that inflates to N bytes
+                await ws.send(gzip.compress(b"0" * int(argument)))
             elif command == "gzip":
                 await ws.send(gzip.compress(argument.encode()))
             elif command == "raw":

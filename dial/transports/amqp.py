@@ -10,6 +10,7 @@ hands them over once, and the ring buffer decides what a slow reader still sees.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aio_pika
@@ -26,6 +27,12 @@ from ._query import os_reason, parse_bool, parse_target
 from .base import Receiver, StreamTransport
 
 __all__ = ["AmqpTransport"]
+
+# The library logs tracebacks for connection failures that Dial already reports as one
+# reason; keep them out of a program that configured no logging (configured handlers
+# still receive them).
+logging.getLogger("aiormq").addHandler(logging.NullHandler())
+logging.getLogger("aio_pika").addHandler(logging.NullHandler())
 
 QUERY = frozenset({"queue", "exchange", "routing_key", "durable", "confirm"})
 DEFAULT_PORT = 5672

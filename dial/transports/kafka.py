@@ -34,6 +34,11 @@ from .base import Receiver, StreamTransport
 
 __all__ = ["KafkaTransport"]
 
+# The library logs tracebacks for connection failures that Dial already reports as one
+# reason; keep them out of a program that configured no logging (configured handlers
+# still receive them).
+logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+
 log = logging.getLogger("dial")
 
 QUERY = frozenset({"group", "offset"})

@@ -50,6 +50,15 @@ class MqttTransport(StreamTransport):
         topic = query.get("topic")
         if not topic:
             raise AddressError(f"{shown}: missing topic, e.g. mqtt://{target.authority}?topic=T")
+        if (
+            "\x00" in topic
+            or any(
+                ("#" in level and level != "#") or ("+" in level and level != "+")
+                for level in topic.split("/")
+            )
+            or ("#" in topic and not topic.endswith("#"))
+        ):
+            raise AddressError(f"{shown}: topic {topic!r} is not a valid MQTT topic filter")
         self.topic = topic
         qos = query.get("qos", "0")
         if qos not in ("0", "1", "2"):

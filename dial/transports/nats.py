@@ -8,6 +8,7 @@ pending buffer (flushed by its flusher task), so `send` costs no round trip.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import nats
@@ -20,6 +21,11 @@ from ._query import os_reason, parse_target
 from .base import Receiver, StreamTransport
 
 __all__ = ["NatsTransport"]
+
+# The library logs tracebacks for connection failures that Dial already reports as one
+# reason; keep them out of a program that configured no logging (configured handlers
+# still receive them).
+logging.getLogger("nats").addHandler(logging.NullHandler())
 
 QUERY = frozenset({"topic", "queue"})
 DEFAULT_PORT = 4222

@@ -126,7 +126,9 @@ async def open_stream(
     except socket.gaierror as exc:
         raise ConnectError(f"cannot resolve host {host!r}: {exc.strerror}") from None
     except OSError as exc:
-        raise ConnectError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+        detail = exc.strerror or str(exc) or "the peer closed the connection"
+        during = " during the TLS handshake" if tls is not None else ""
+        raise ConnectError(f"cannot connect to {where}: {detail}{during}") from None
 
 
 async def _through_proxy(proxy: str, host: str, port: int) -> socket.socket:
@@ -139,7 +141,11 @@ async def _through_proxy(proxy: str, host: str, port: int) -> socket.socket:
         ) from None
     shown = redact(proxy)
     try:
-        return await Proxy.from_url(proxy).connect(dest_host=host, dest_port=port)
+        if proxy.lower().startswith("socks5h://"):  # resolve the target's name at the proxy
+            proxy_client = Proxy.from_url("socks5://" + proxy[len("socks5h://") :], rdns=True)
+        else:
+            proxy_client = Proxy.from_url(proxy)
+        return await proxy_client.connect(dest_host=host, dest_port=port)
     except ProxyConnectionError as exc:
         raise ConnectError(f"cannot reach proxy {shown}: {exc}") from None
     except ProxyTimeoutError:

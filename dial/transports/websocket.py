@@ -9,6 +9,7 @@ permessage-deflate, ping replies and the closing handshake.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from websockets.client import ClientProtocol
@@ -28,6 +29,8 @@ from .base import Receiver, StreamTransport
 from .socket import StreamProtocol, open_stream, tls_context
 
 __all__ = ["MAX_MESSAGE_BYTES", "WebSocketTransport"]
+
+log = logging.getLogger("dial")
 
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # one message larger than this is a protocol error
 CLOSE_WAIT_SECONDS = 1.0
@@ -71,6 +74,15 @@ class _WebSocketStream(StreamProtocol):
                 transport.write_eof()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception as exc:  # a bug or a hostile peer: drop the link, keep the reactor
+            log.warning("WebSocket receive failed: %r", exc)
+            self._lost(f"receive failed: {exc.__class__.__name__}: {exc}")
+            if self.transport is not None:
+                self.transport.abort()
+
+    def _receive(self, data: bytes) -> None:
         self.receiver.bytes_in += len(data)
         ws = self.ws
         ws.receive_data(data)
@@ -83,7 +95,7 @@ class _WebSocketStream(StreamProtocol):
                 continue
             opcode = event.opcode
             if event.fin and opcode is _TEXT:
-                deliver(str(event.data, "utf-8"))
+                deliver(as_message(event.data))  # invalid UTF-8: bytes, not a crash
             elif event.fin and opcode is _BINARY:
                 deliver(as_message(decode(event.data) if decode else event.data))
             elif opcode is _CLOSE:
@@ -105,7 +117,7 @@ class _WebSocketStream(StreamProtocol):
             data = b"".join(self._fragments)
             self._fragments = []
             if self._fragment_opcode is _TEXT:
-                self.deliver(str(data, "utf-8"))
+                self.deliver(as_message(data))
             else:
                 self.deliver(as_message(self.decode(data) if self.decode else data))
 
