@@ -64,6 +64,7 @@ _INSERT_VALUES = re.compile(
 _PLACEHOLDER_ROWS = re.compile(r"\(\?(?:,\?)*\)(?:,\(\?(?:,\?)*\))*")
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.S)
 _TRUE = ("1", "true", "yes", "on")
+_DRIVER_SLACK = 0.5  # seconds the drivers' connect timeouts exceed the Dial timeout
 #: Parameter types the ClickHouse clients bind besides the common ones.
 EXTRA_PARAMETER_TYPES: tuple[type, ...] = (
     list,
@@ -232,6 +233,8 @@ class ClickhouseBackend(DatabaseBackend):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="dial-clickhouse")
         try:
             self._client = await self._in_worker(self._connect_blocking)
+        except (driver_errors.SocketTimeoutError, TimeoutError):
+            raise ConnectError(f"{self.where}: the server did not answer in time") from None
         except (driver_errors.Error, ClickHouseError, OSError, EOFError) as exc:
             raise ConnectError(f"{self.where}: {_short(exc)}") from None
 
@@ -240,9 +243,12 @@ class ClickhouseBackend(DatabaseBackend):
         connect_timeout = s.get("dial_timeout", 10.0)
         read_timeout = s.get("read_timeout", 300.0)
         handshake_timeout = read_timeout
-        if self.dial_timeout is not None:  # the Dial timeout bounds the whole connect
-            connect_timeout = min(connect_timeout, self.dial_timeout)
-            handshake_timeout = min(read_timeout, self.dial_timeout)
+        if self.dial_timeout is not None:
+            # Bounded by the Dial timeout, with a little slack so that Dial's own timeout
+            # (the clearer reason) fires first; close() then wakes or awaits the worker.
+            limit = self.dial_timeout + _DRIVER_SLACK
+            connect_timeout = min(connect_timeout, limit)
+            handshake_timeout = min(read_timeout, limit)
         if self.kind == "tcp":
             client = clickhouse_driver.Client(
                 s["host"],
@@ -330,14 +336,16 @@ class ClickhouseBackend(DatabaseBackend):
         )
         # The worker runs one call at a time: once `closer` ran, a connect still in flight
         # (bounded by the Dial timeout) has ended too, so no thread or socket outlives close.
-        limit = 5.0 if self.dial_timeout is None else max(self.dial_timeout, 1.0) + 1.0
+        limit = 5.0 if self.dial_timeout is None else self.dial_timeout + 2.0
+        idle = False
         try:
             await asyncio.wait_for(
                 asyncio.get_running_loop().run_in_executor(executor, closer), limit
             )
+            idle = True
         except Exception:
             pass
-        executor.shutdown(wait=False)
+        executor.shutdown(wait=idle)  # an idle worker exits at once: wait for it to be gone
 
     # -- worker thread ----------------------------------------------------------------------
 
