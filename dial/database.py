@@ -13,9 +13,9 @@ clickhouse) is called directly, without even starting the loop, when no timeout 
 
 Optional backend hooks, besides `DatabaseBackend`'s connect/execute/close:
 `execute_blocking(sql, params)` (the statement, synchronously, in the caller's thread),
-`alive()` (False once the link is known to be gone: reconnect first) and `pending_input()`
+`alive()` (False once the link is known to be gone: reconnect first), `pending_input()`
 (bytes arrived while idle: let the driver read them before judging `alive()`, since the
-loop does not run between statements).
+loop does not run between statements) and `in_transaction()` (a BEGIN is open on the link).
 
 Lifetime rule: without `fd()`, closing the last facade closes the database connection. Once
 `fd()` has been called the connection is *pinned*: closing facades no longer closes it, so
@@ -24,14 +24,19 @@ called (on any facade, or `dial.database.release(handle)`) or the process exits.
 
 Statements on one database connection are serialised; a connection found dead before a
 statement (server restarted) is reconnected first, so `exec` recovers without a new `Dial`.
+Reconnecting is only silent *between* transactions: when the link was lost while a
+transaction was open, the server rolled it back, so the first `exec` after the loss fails
+with `TRANSACTION_LOST` (nothing is sent); the link is renewed for the one after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import itertools
 import logging
+import math
 import re
 import select
 import socket
@@ -39,6 +44,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -49,8 +55,10 @@ from .session import describe_error
 from .transports.base import DatabaseBackend
 
 __all__ = [
+    "PARAMETER_TYPES",
     "DatabaseConnection",
     "Result",
+    "check_parameters",
     "listify",
     "open_database",
     "release",
@@ -65,6 +73,9 @@ log = logging.getLogger("dial")
 Result = dict[str, Any]
 T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
+TRANSACTION_LOST = (
+    "connection lost inside a transaction: the server rolled it back; start the transaction again"
+)
 _PENDING_INPUT_ROUNDS = 3
 
 
@@ -157,14 +168,44 @@ def translate_placeholders(sql: str, style: str) -> tuple[str, int]:
     return _SQL_TOKENS.sub(substitute, sql), count
 
 
-def bind(sql: str, params: tuple[Any, ...], style: str) -> str:
-    """Translate `sql` for a driver and check the parameter count."""
+#: Parameter types every database binds (bytes-likes as binary values).
+PARAMETER_TYPES: tuple[type, ...] = (
+    type(None),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    bytearray,
+    memoryview,
+    Decimal,
+    dt.datetime,
+    dt.date,
+    dt.time,
+)
+_EXACT_PARAMETER_TYPES = frozenset(PARAMETER_TYPES)
+
+
+def check_parameters(params: tuple[Any, ...], extra: tuple[type, ...] = ()) -> None:
+    """A clear error for a parameter no driver would bind (instead of its repr stored as
+    text, or a driver's internal TypeError)."""
+    for index, value in enumerate(params, 1):
+        if type(value) in _EXACT_PARAMETER_TYPES:
+            continue
+        if not isinstance(value, PARAMETER_TYPES + extra):
+            raise DialError(f"parameter {index}: unsupported type {type(value).__name__}")
+
+
+def bind(sql: str, params: tuple[Any, ...], style: str, extra: tuple[type, ...] = ()) -> str:
+    """Translate `sql` for a driver, check the parameter count and the parameter types
+    (`PARAMETER_TYPES`, plus `extra` ones this driver binds too)."""
     translated, count = translate_placeholders(sql, style)
     if count != len(params):
         raise DialError(
             f"statement has {count} placeholder{'s' if count != 1 else ''} (?) but "
             f"{len(params)} parameter{'s' if len(params) != 1 else ''} given"
         )
+    check_parameters(params, extra)
     return translated
 
 
@@ -231,6 +272,8 @@ class _SharedConnection:
         self.users = 0
         self.closed = False
         self.stale = False  # the link broke: reconnect before the next statement
+        if hasattr(backend, "dial_timeout"):  # bounds a blocking driver's own connect
+            backend.dial_timeout = timeout
         self._loop = asyncio.new_event_loop()  # runs only while a statement runs
         self._loop_closed = False
         self._driving = threading.Lock()  # one thread drives the loop / the driver at a time
@@ -238,6 +281,10 @@ class _SharedConnection:
         self._guard = threading.Lock()
         self._alive_check: Callable[[], bool] | None = getattr(backend, "alive", None)
         self._pending_input: Callable[[], bool] | None = getattr(backend, "pending_input", None)
+        self._transaction_check: Callable[[], bool] | None = getattr(
+            backend, "in_transaction", None
+        )
+        self.transaction_open = False  # as of the last statement on the current link
         self._direct: Callable[[str, tuple[Any, ...]], Result] | None = getattr(
             backend, "execute_blocking", None
         )
@@ -357,18 +404,37 @@ class _SharedConnection:
                     break
                 await asyncio.sleep(0)
         if self.stale or not self._is_alive():
+            if self.transaction_open:
+                # The server rolled the transaction back with the old link; running this
+                # statement on a fresh autocommit link would split it silently.
+                self.transaction_open = False
+                self.stale = True
+                raise DialError(TRANSACTION_LOST)
             await self._reconnect()
         try:
-            return await backend.execute(sql, params)
+            result = await backend.execute(sql, params)
         except asyncio.CancelledError:
             self.stale = True  # the driver may be mid-protocol: start afresh next time
             raise
-        except BaseException:
-            if not self._is_alive():
+        except BaseException as exc:
+            if self._is_alive():
+                self._note_transaction()
+            else:
                 self.stale = True
+                if self.transaction_open:
+                    self.transaction_open = False
+                    raise DialError(f"{TRANSACTION_LOST} ({describe_error(exc)})") from None
             raise
+        self._note_transaction()
+        return result
+
+    def _note_transaction(self) -> None:
+        check = self._transaction_check
+        if check is not None:
+            self.transaction_open = bool(check())
 
     async def _reconnect(self) -> None:
+        self.transaction_open = False
         await self._close_backend()
         try:
             await asyncio.wait_for(self.backend.connect(), self.timeout)
@@ -473,6 +539,16 @@ _handle_numbers = itertools.count(1)
 # -- the facade -----------------------------------------------------------------------------
 
 
+def _checked_timeout(timeout: Any) -> float:
+    """A usable statement timeout, refused before anything is sent: a zero or negative one
+    would report a failure for a statement that still runs."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise DialError(f"exec() timeout must be seconds (a number), not {type(timeout).__name__}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise DialError(f"exec() timeout must be a finite number of seconds > 0, not {timeout!r}")
+    return float(timeout)
+
+
 class DatabaseConnection:
     """`exec(sql, *params)`, `fd()`, `close()`; a context manager. Thread-safe."""
 
@@ -499,6 +575,8 @@ class DatabaseConnection:
                 raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
             if not sql.strip():
                 raise DialError("exec() got an empty statement")
+            if timeout is not None:
+                timeout = _checked_timeout(timeout)
             result = self._shared.execute(sql, params, timeout)
         except Exception as exc:
             self._fail(exc, timeout)

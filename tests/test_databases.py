@@ -513,3 +513,235 @@ def test_escaped_quotes_do_not_end_a_string():
         "SELECT 'it''s ?', 'a\\'?', $1",
         1,
     )
+
+
+# -- faults inside transactions and bad statement arguments ---------------------------------
+
+
+def _killable(kind: str, postgres_port: int, mariadb_port: int) -> tuple[str, str, str]:
+    """(address, "who am I" SQL, kill SQL taking that id) for one server database."""
+    if kind == "postgres":
+        return (
+            f"postgres://postgres@127.0.0.1:{postgres_port}/test",
+            "SELECT pg_backend_pid() AS id",
+            "SELECT pg_terminate_backend(?)",
+        )
+    return (
+        f"mysql://root@tcp(127.0.0.1:{mariadb_port})/test",
+        "SELECT CONNECTION_ID() AS id",
+        "KILL ?",
+    )
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_link_lost_inside_a_transaction_is_reported_not_papered_over(
+    kind,
+    postgres_server,  # noqa: F811
+    mariadb_server,  # noqa: F811
+):
+    """The server rolled the transaction back with the killed session: the next statement must
+    not run on a fresh autocommit link (it would commit what the program later rolls back)."""
+    address, whoami, kill = _killable(kind, postgres_server, mariadb_server)
+    table = f"dialkit_tx_{kind}_{os.getpid()}"
+    conn, killer = Dial(address, 5), Dial(address, 5)
+    assert conn is not None and killer is not None, dial.last_error()
+    try:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        assert conn.exec(f"CREATE TABLE {table} (id INTEGER)") == NO_ROWS
+        session = conn.exec(whoami)["values"][0][0]
+        assert conn.exec("BEGIN") is not None
+        assert conn.exec(f"INSERT INTO {table} VALUES (1)")["rowcount"] == 1
+        assert killer.exec(kill, session) is not None, dial.last_error()
+        time.sleep(0.3)
+
+        assert conn.exec(f"INSERT INTO {table} VALUES (2)") is None
+        assert dial.last_error() == (
+            "connection lost inside a transaction: the server rolled it back; "
+            "start the transaction again"
+        )
+        # The link is renewed for the next statement; nothing of the transaction survived.
+        assert conn.exec(f"SELECT COUNT(*) AS n FROM {table}")["values"] == [[0]]
+        assert conn.exec(whoami)["values"][0][0] != session
+        # Between transactions a loss is still repaired silently.
+        killer.exec(kill, conn.exec(whoami)["values"][0][0])
+        time.sleep(0.3)
+        assert conn.exec(f"SELECT COUNT(*) AS n FROM {table}")["values"] == [[0]]
+        # A committed transaction leaves nothing open: a later loss is silent again.
+        assert conn.exec("BEGIN") and conn.exec(f"INSERT INTO {table} VALUES (3)")
+        assert conn.exec("COMMIT") is not None
+        killer.exec(kill, conn.exec(whoami)["values"][0][0])
+        time.sleep(0.3)
+        assert conn.exec(f"SELECT id FROM {table}")["values"] == [[3]]
+    finally:
+        killer.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+        killer.close()
+
+
+def test_mysql_bad_parameter_leaves_the_link_and_its_transaction_alone(mariadb_server):  # noqa: F811
+    conn = Dial(f"mysql://root@tcp(127.0.0.1:{mariadb_server})/test", 5)
+    table = f"dialkit_param_{os.getpid()}"
+    try:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.exec(f"CREATE TABLE {table} (id INTEGER) ENGINE=InnoDB")
+        session = conn.exec("SELECT CONNECTION_ID() AS id")["values"]
+        assert conn.exec("BEGIN") and conn.exec(f"INSERT INTO {table} VALUES (1)")
+        assert conn.exec("SELECT ? AS v", float("nan")) is None
+        assert dial.last_error() == "mysql: parameter 1: nan can not be used with MySQL"
+        assert conn.exec("SELECT ? AS v, ? AS w", 1, object()) is None
+        assert dial.last_error() == "parameter 2: unsupported type object"
+        assert conn.exec("COMMIT") is not None
+        assert conn.exec("SELECT CONNECTION_ID() AS id")["values"] == session
+        assert conn.exec(f"SELECT id FROM {table}")["values"] == [[1]]
+    finally:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+
+def test_mysql_binds_bytes_as_binary(mariadb_server):  # noqa: F811
+    conn = Dial(f"mysql://root@tcp(127.0.0.1:{mariadb_server})/test", 5)
+    table = f"dialkit_blob_{os.getpid()}"
+    blob = bytes(range(256)) + b"'\\%s?"
+    try:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.exec(f"CREATE TABLE {table} (id INTEGER, b BLOB)")
+        assert conn.exec(f"INSERT INTO {table} VALUES (?, ?)", 1, blob)["rowcount"] == 1
+        assert conn.exec(f"INSERT INTO {table} VALUES (?, ?)", 2, bytearray(b"ab"))
+        assert conn.exec(f"INSERT INTO {table} VALUES (?, ?)", 3, memoryview(b""))
+        assert conn.exec(f"SELECT b FROM {table} ORDER BY id")["values"] == [
+            [blob],
+            [b"ab"],
+            [b""],
+        ]
+        assert conn.exec("SELECT ? AS v, '%' AS p", "%s %% ?") == {
+            "columns": ["v", "p"],
+            "values": [["%s %% ?", "%"]],
+        }
+    finally:
+        conn.exec(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+
+def test_unsupported_parameter_types_are_refused_everywhere(database):
+    _, address = database
+    conn = Dial(address, 10)
+    try:
+        for bad in (object(), {1, 2}, Dial):
+            assert conn.exec("SELECT ? AS v", bad) is None
+            assert dial.last_error() == f"parameter 1: unsupported type {type(bad).__name__}"
+        assert conn.exec("SELECT 1 AS one") == {"columns": ["one"], "values": [[1]]}
+    finally:
+        conn.close()
+
+
+def test_mysql_reconnects_after_the_server_dropped_the_link(mariadb_server):  # noqa: F811
+    """MariaDB closes a link that sent a packet over max_allowed_packet: the statement fails,
+    and the next one reconnects first instead of failing on the dead link."""
+    conn = Dial(f"mysql://root@tcp(127.0.0.1:{mariadb_server})/test", 5)
+    try:
+        limit = conn.exec("SELECT @@max_allowed_packet AS m")["values"][0][0]
+        assert limit <= 64 * 1024 * 1024, f"max_allowed_packet {limit} is too big to exceed"
+        assert conn.exec("SELECT ? AS v", "y" * (limit + 1024)) is None
+        assert "max_allowed_packet" in dial.last_error()
+        assert conn.exec("SELECT 1 AS one") == {"columns": ["one"], "values": [[1]]}, (
+            dial.last_error()
+        )
+    finally:
+        conn.close()
+
+
+SILENT_SERVER = """
+import socket, sys, time
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(64)
+print(server.getsockname()[1], flush=True)
+held = []
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    server.settimeout(max(deadline - time.monotonic(), 0.01))
+    try:
+        held.append(server.accept()[0])
+    except OSError:
+        break
+"""
+
+
+@pytest.fixture
+def silent_port():
+    """A local port that accepts TCP and never answers (its own process)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield int(process.stdout.readline())
+    finally:
+        process.kill()
+        process.wait(5)
+
+
+@pytest.mark.parametrize("form", ["tcp", "http"])
+def test_failed_clickhouse_dial_to_a_silent_peer_leaves_nothing(form, silent_port):
+    """The Dial timeout bounds the blocking drivers: no worker thread or socket survives a
+    failed Dial, and a program whose Dial failed exits at once (not after 300 s)."""
+    import subprocess
+    import sys
+
+    psutil = pytest.importorskip("psutil")
+    process = psutil.Process()
+    address = f"clickhouse://{form}://127.0.0.1:{silent_port}"
+    assert Dial(address, 0.5) is None  # warm up: imports, pools
+    before = (threading.active_count(), process.num_fds())
+    for _ in range(5):
+        assert Dial(address, 0.5) is None
+        assert dial.last_error() == f"{address}: no connection within 0.5 s"
+    after = (threading.active_count(), process.num_fds())
+    assert after[0] <= before[0], [t.name for t in threading.enumerate()]
+    assert after[1] <= before[1], f"fds {before[1]} -> {after[1]}"
+
+    script = f"from dial import Dial; assert Dial({address!r}, 1) is None"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "5", True])
+def test_unusable_exec_timeouts_are_refused_before_sending(timeout, tmp_path):
+    conn = Dial(f"sqlite3://{tmp_path / 'timeouts.db'}")
+    try:
+        conn.exec("CREATE TABLE t (a INTEGER)")
+        assert conn.exec("INSERT INTO t VALUES (1)", timeout=timeout) is None
+        assert dial.last_error().startswith("exec() timeout must be"), dial.last_error()
+        assert repr(timeout) in dial.last_error() or type(timeout).__name__ in dial.last_error()
+        assert conn.exec("SELECT COUNT(*) AS n FROM t")["values"] == [[0]]
+        assert conn.exec("INSERT INTO t VALUES (1)", timeout=5)["rowcount"] == 1
+    finally:
+        conn.close()
+
+
+def test_mysql_unknown_charset_is_a_clear_reason(capfd):
+    assert Dial("mysql://root@127.0.0.1:3306/test?charset=bogus", 2) is None
+    assert dial.last_error() == "mysql://: unknown charset 'bogus'"
+    gc.collect()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["postgres://garbage", "mysql://root@tcp(garbage:3306)/test", "mysql://root@garbage/test"],
+)
+def test_unresolvable_host_is_a_clear_reason(address, monkeypatch):
+    """No DNS query leaves the machine: the resolver is replaced by one that knows no name."""
+    import socket
+
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "unknown to the test resolver")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    assert Dial(address, 3) is None
+    reason = dial.last_error()
+    assert "cannot resolve host 'garbage' (unknown to the test resolver)" in reason, reason
+    assert "Unknown error" not in reason

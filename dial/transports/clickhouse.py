@@ -16,8 +16,13 @@ is rewritten to the equivalent `INSERT ... SELECT ... UNION ALL SELECT ...`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
 import logging
+import math
 import re
+import socket
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from struct import error as struct_error
 from typing import Any
@@ -28,6 +33,7 @@ import clickhouse_driver
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from clickhouse_connect.driver.summary import QuerySummary
 from clickhouse_driver import errors as driver_errors
+from urllib3 import Timeout as HttpTimeout
 
 from ..address import Address, redact
 from ..database import Result, bind, listify, rows_result, status_result
@@ -58,6 +64,17 @@ _INSERT_VALUES = re.compile(
 _PLACEHOLDER_ROWS = re.compile(r"\(\?(?:,\?)*\)(?:,\(\?(?:,\?)*\))*")
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.S)
 _TRUE = ("1", "true", "yes", "on")
+_DRIVER_SLACK = 0.5  # seconds the drivers' connect timeouts exceed the Dial timeout
+#: Parameter types the ClickHouse clients bind besides the common ones.
+EXTRA_PARAMETER_TYPES: tuple[type, ...] = (
+    list,
+    tuple,
+    dict,
+    uuid.UUID,
+    dt.timedelta,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+)
 
 # clickhouse-driver logs a traceback for every failed connect attempt; Dial reports the
 # reason itself, so keep that out of a program that configured no logging.
@@ -135,6 +152,10 @@ def _statement_error(exc: Exception) -> Exception:
     return exc
 
 
+def _nothing() -> None:
+    return None
+
+
 def _returns_rows(sql: str) -> bool:
     head = _LEADING_NOISE.sub("", sql, count=1)
     return head[:9].split(None, 1)[0].upper() in ROW_KEYWORDS if head.strip() else False
@@ -189,6 +210,10 @@ class ClickhouseBackend(DatabaseBackend):
         self.kind = self.settings["kind"]
         self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
+        self._connecting: Any = None  # the native client while its handshake runs
+        #: Set by `dial.database` to the Dial timeout: it bounds the drivers' own socket
+        #: timeouts while connecting, so no blocking connect outlives a failed Dial.
+        self.dial_timeout: float | None = None
 
     @property
     def where(self) -> str:
@@ -208,12 +233,22 @@ class ClickhouseBackend(DatabaseBackend):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="dial-clickhouse")
         try:
             self._client = await self._in_worker(self._connect_blocking)
+        except (driver_errors.SocketTimeoutError, TimeoutError):
+            raise ConnectError(f"{self.where}: the server did not answer in time") from None
         except (driver_errors.Error, ClickHouseError, OSError, EOFError) as exc:
             raise ConnectError(f"{self.where}: {_short(exc)}") from None
 
     def _connect_blocking(self) -> Any:
         s = self.settings
-        timeout = s.get("dial_timeout", 10.0)
+        connect_timeout = s.get("dial_timeout", 10.0)
+        read_timeout = s.get("read_timeout", 300.0)
+        handshake_timeout = read_timeout
+        if self.dial_timeout is not None:
+            # Bounded by the Dial timeout, with a little slack so that Dial's own timeout
+            # (the clearer reason) fires first; close() then wakes or awaits the worker.
+            limit = self.dial_timeout + _DRIVER_SLACK
+            connect_timeout = min(connect_timeout, limit)
+            handshake_timeout = min(read_timeout, limit)
         if self.kind == "tcp":
             client = clickhouse_driver.Client(
                 s["host"],
@@ -221,22 +256,29 @@ class ClickhouseBackend(DatabaseBackend):
                 database=s.get("database", "default"),
                 user=s.get("user", "default"),
                 password=s.get("password", ""),
-                connect_timeout=timeout,
-                send_receive_timeout=s.get("read_timeout", 300.0),
+                connect_timeout=connect_timeout,
+                send_receive_timeout=handshake_timeout,
                 secure=s.get("secure", False),
                 verify=not s.get("skip_verify", False),
             )
+            self._connecting = client
             try:
                 client.connection.connect()  # fail in Dial, not at the first exec
             except BaseException:
                 client.disconnect()
                 raise
+            finally:
+                self._connecting = None
+            connection = client.connection
+            connection.send_receive_timeout = read_timeout  # statements: the address's
+            if connection.socket is not None:
+                connection.socket.settimeout(read_timeout)
             return client
         if self.kind == "chdb":
             return clickhouse_connect.get_client(
                 interface="chdb", path=s.get("path"), database=s.get("database")
             )
-        return clickhouse_connect.get_client(
+        client = clickhouse_connect.get_client(
             host=s["host"],
             port=s["port"],
             username=s.get("user", "default"),
@@ -245,9 +287,24 @@ class ClickhouseBackend(DatabaseBackend):
             interface=self.kind,
             secure=self.kind == "https",
             verify=not s.get("skip_verify", False),
-            connect_timeout=timeout,
-            send_receive_timeout=s.get("read_timeout", 300.0),
+            # clickhouse-connect truncates both to whole seconds (0 would mean "invalid")
+            connect_timeout=max(math.ceil(connect_timeout), 1),
+            send_receive_timeout=max(math.ceil(handshake_timeout), 1),
         )
+        backend = getattr(client, "_backend", None)
+        if backend is not None and hasattr(backend, "timeout"):
+            backend.timeout = HttpTimeout(connect=connect_timeout, read=read_timeout)
+        return client
+
+    def _abort_connect(self) -> None:
+        """Wake a native handshake blocked on a silent peer (its worker then ends at once)."""
+        client = self._connecting
+        sock = getattr(getattr(client, "connection", None), "socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         blocking = self._native if self.kind == "tcp" else self._connect_client
@@ -271,15 +328,24 @@ class ClickhouseBackend(DatabaseBackend):
         executor, self._executor = self._executor, None
         if executor is None:
             return
-        if client is not None:
-            closer = client.disconnect if self.kind == "tcp" else client.close
-            try:
-                await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(executor, closer), 5.0
-                )
-            except Exception:
-                pass
-        executor.shutdown(wait=False)
+        self._abort_connect()
+        closer = (
+            (client.disconnect if self.kind == "tcp" else client.close)
+            if client is not None
+            else _nothing
+        )
+        # The worker runs one call at a time: once `closer` ran, a connect still in flight
+        # (bounded by the Dial timeout) has ended too, so no thread or socket outlives close.
+        limit = 5.0 if self.dial_timeout is None else self.dial_timeout + 2.0
+        idle = False
+        try:
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(executor, closer), limit
+            )
+            idle = True
+        except Exception:
+            pass
+        executor.shutdown(wait=idle)  # an idle worker exits at once: wait for it to be gone
 
     # -- worker thread ----------------------------------------------------------------------
 
@@ -289,7 +355,7 @@ class ClickhouseBackend(DatabaseBackend):
             raise DialError("connection is closed")
         query = sql
         if params:
-            query = bind(sql, params, "pyformat")
+            query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)
             insert = _INSERT_VALUES.match(sql)
             if insert and _PLACEHOLDER_ROWS.fullmatch("".join(insert.group("rows").split())):
                 width = insert.group("rows").split(")", 1)[0].count("?")
@@ -322,7 +388,7 @@ class ClickhouseBackend(DatabaseBackend):
             raise DialError("connection is closed")
         query, values = sql, None
         if params:
-            query = bind(sql, params, "pyformat")
+            query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)
             values = {f"p{i}": value for i, value in enumerate(params)}
         if _returns_rows(sql):
             result = client.query(query, parameters=values)

@@ -10,13 +10,17 @@ The connection runs in autocommit mode (each `exec` commits, as with the Go driv
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+import socket
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiomysql
 import pymysql
+from pymysql.charset import charset_by_name
+from pymysql.constants import SERVER_STATUS
 
 from ..address import Address, redact
 from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
@@ -52,8 +56,9 @@ IGNORED = frozenset(
     }
 )
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
-# Errors after which the link is gone (client-side codes 2006/2013/2055, or a read at EOF).
-_DISCONNECTS = {0, 2006, 2013, 2055}
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+# aiomysql's client-side "the link is gone" codes (it has closed the connection by then).
+_DISCONNECTS = frozenset({2006, 2013, 2055})
 
 
 class _QuietCursor(aiomysql.Cursor):
@@ -129,7 +134,10 @@ def parse_mysql_target(target: str) -> dict[str, Any]:
                 f"{', '.join(sorted(SUPPORTED | IGNORED))}"
             )
         if name == "charset":
-            kwargs["charset"] = value.split(",")[0]
+            charset = value.split(",")[0].strip()
+            if charset_by_name(charset) is None:
+                raise AddressError(f"mysql://: unknown charset {charset!r}")
+            kwargs["charset"] = charset
         elif name == "timeout":
             kwargs["connect_timeout"] = _seconds(value)
         elif name == "tls" and value not in ("false", "", "preferred"):
@@ -157,10 +165,10 @@ class MysqlBackend(DatabaseBackend):
 
     @property
     def where(self) -> str:
-        socket = self.settings.get("unix_socket")
+        unix_socket = self.settings.get("unix_socket")
         return (
-            f"mysql {socket}"
-            if socket
+            f"mysql {unix_socket}"
+            if unix_socket
             else (f"mysql {self.settings['host']}:{self.settings['port']}")
         )
 
@@ -170,7 +178,10 @@ class MysqlBackend(DatabaseBackend):
         except pymysql.err.MySQLError as exc:
             code, message = (*exc.args, "", "")[:2] if exc.args else (0, str(exc))
             cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, OSError):  # e.g. 2003 "Can't connect": say why
+            if isinstance(cause, socket.gaierror):
+                host = self.settings.get("host")
+                message = f"cannot resolve host {host!r} ({cause.strerror})"
+            elif isinstance(cause, OSError):  # e.g. 2003 "Can't connect": say why
                 message = f"{message}: {os.strerror(cause.errno) if cause.errno else cause}"
             raise ConnectError(f"{self.where}: {message or exc} (error {code})") from None
         except OSError as exc:
@@ -182,25 +193,50 @@ class MysqlBackend(DatabaseBackend):
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
         return self._connection is not None and socket_has_input(self._socket)
 
+    def in_transaction(self) -> bool:
+        connection = self._connection
+        return connection is not None and bool(
+            connection.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+        )
+
     def alive(self) -> bool:
         connection = self._connection
         if connection is None or connection.closed:
             return False
         reader = getattr(connection, "_reader", None)
-        return reader is None or not reader.at_eof()
+        if reader is not None and (reader.at_eof() or reader.exception() is not None):
+            return False  # EOF, or a reset (e.g. after "packet bigger than max_allowed_packet")
+        writer = getattr(connection, "_writer", None)
+        return writer is None or not writer.transport.is_closing()
+
+    @staticmethod
+    def _literal(connection: aiomysql.Connection, index: int, value: Any) -> str:
+        """One parameter as an SQL literal (what aiomysql would do, with bytes as binary)."""
+        if isinstance(value, _BYTES_LIKE):
+            return f"X'{bytes(value).hex()}'"  # binary, never re-encoded as text
+        try:
+            return str(connection.escape(value))
+        except (pymysql.err.MySQLError, TypeError, ValueError) as exc:
+            message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+            raise DialError(f"mysql: parameter {index}: {message}") from None
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
         if connection is None:
             raise DialError("connection is closed")
-        query = bind(sql, params, "format") if params else sql
+        query = sql
+        if params:
+            # Bound here, before anything is sent: a bad parameter leaves the link alone.
+            template = bind(sql, params, "format", (dt.timedelta,))
+            literal = self._literal
+            query = template % tuple(literal(connection, i, v) for i, v in enumerate(params, 1))
         try:
             cursor = self._cursor
             if cursor is None or cursor._connection is not connection:
                 connection._ensure_alive()
                 cursor = self._cursor = _QuietCursor(connection, False)
             try:
-                await cursor.execute(query, params or None)
+                await cursor.execute(query)
                 description = cursor.description
                 if description is None:
                     return status_result(cursor.rowcount)
@@ -214,7 +250,7 @@ class MysqlBackend(DatabaseBackend):
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             message = exc.args[1] if len(exc.args) > 1 else str(exc)
-            if code in _DISCONNECTS:
+            if code in _DISCONNECTS or not self.alive():  # only a link that is really gone
                 connection.close()
                 reason = message or "the server closed it"
                 raise DialError(f"mysql: connection lost: {reason}") from None

@@ -10,8 +10,12 @@ query protocol and returns the status of its last statement.
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import os
 import re
+import socket
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -41,6 +45,21 @@ KEYS = frozenset(
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _KEY_VALUE = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']*)")
 _MULTIPLE_COMMANDS = "cannot insert multiple commands"
+#: Parameter types asyncpg binds besides the common ones (arrays, records, ranges...).
+EXTRA_PARAMETER_TYPES: tuple[type, ...] = (
+    list,
+    tuple,
+    dict,
+    uuid.UUID,
+    dt.timedelta,
+    asyncpg.Range,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    ipaddress.IPv4Network,
+    ipaddress.IPv6Network,
+    ipaddress.IPv4Interface,
+    ipaddress.IPv6Interface,
+)
 
 
 def _parse_key_value(text: str) -> dict[str, str]:
@@ -156,6 +175,10 @@ class PostgresBackend(DatabaseBackend):
             self._connection = await asyncpg.connect(**self.settings)
         except asyncpg.PostgresError as exc:
             raise ConnectError(f"{self.where}: {exc}") from None
+        except socket.gaierror as exc:
+            host = self.settings.get("host", "localhost")
+            reason = f"cannot resolve host {host!r} ({exc.strerror})"
+            raise ConnectError(f"{self.where}: {reason}") from None
         except (OSError, asyncpg.InterfaceError) as exc:
             reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)
             raise ConnectError(f"{self.where}: {reason or type(exc).__name__}") from None
@@ -165,6 +188,10 @@ class PostgresBackend(DatabaseBackend):
     def alive(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
+    def in_transaction(self) -> bool:
+        connection = self._connection
+        return connection is not None and connection.is_in_transaction()
+
     def pending_input(self) -> bool:
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
         return self._connection is not None and socket_has_input(self._socket)
@@ -173,7 +200,7 @@ class PostgresBackend(DatabaseBackend):
         connection = self._connection
         if connection is None:
             raise DialError("connection is closed")
-        query = bind(sql, params, "numeric") if params else sql
+        query = bind(sql, params, "numeric", EXTRA_PARAMETER_TYPES) if params else sql
         try:
             try:
                 records, status, _ = await connection._execute(
