@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import threading
 import time
 import uuid
@@ -214,6 +215,15 @@ CASES: dict[str, tuple[Callable[[int], tuple[float, int]], Callable[[], str]]] =
 }
 
 
+PORTS = {"mqtt": 1883, "nats": 4222, "amqp": 5672, "kafka": 9092}
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
@@ -225,6 +235,9 @@ def main() -> None:
     header = f"{'broker':<7}{'raw msg/s':>11}{'lost':>7}{'dial msg/s':>12}{'lost':>7}"
     print(f"{header}{'dropped':>9}{'ratio':>7}  target 0.8")
     for name in args.only.split(","):
+        if not listening(PORTS[name]):
+            print(f"{name:<7}skipped: nothing listens on 127.0.0.1:{PORTS[name]}", flush=True)
+            continue
         raw, address = CASES[name]
         raw_seconds, raw_got = raw(count)
         dial_seconds, dial_got, dropped = through_dial(address(), count)
