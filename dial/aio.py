@@ -20,7 +20,6 @@ it never blocks your loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import weakref
 from collections.abc import Iterable
@@ -29,16 +28,13 @@ from typing import Any
 from .address import parse, redact
 from .buffer import Message, MessageBuffer
 from .connection import OUTBOX_LIMIT, Stats, session_stats
+from .dialer import connect_timeout, dial_failed
 from .errors import DialError, remember
-from .session import Session, describe_error
+from .session import Session
 from .transports import load
 from .transports.base import DatabaseBackend
 
 __all__ = ["AsyncConnection", "AsyncDatabaseConnection", "dial", "wait"]
-
-log = logging.getLogger("dial")
-
-DEFAULT_TIMEOUT = 10.0
 
 
 async def dial(
@@ -48,18 +44,9 @@ async def dial(
     `AsyncDatabaseConnection` (databases, or an `fd()` handle), or None on failure with the
     reason in `dial.last_error()` (`raise_errors=True` raises `DialError` instead)."""
     try:
-        seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
-        if seconds <= 0:
-            raise DialError(f"timeout must be > 0 seconds, got {seconds:g}")
-        connection = await _dial(address, seconds, raise_errors)
+        connection = await _dial(address, connect_timeout(timeout), raise_errors)
     except Exception as exc:
-        reason = describe_error(exc)
-        shown = redact(address) if isinstance(address, str) else repr(address)
-        log.warning("dial(%r) failed: %s", shown, reason)
-        remember(reason)
-        if raise_errors:
-            raise DialError(reason) from None
-        return None
+        return dial_failed("dial", address, exc, raise_errors)
     remember(None)
     return connection
 

@@ -35,24 +35,31 @@ def Dial(  # FMZ spells it with a capital D
     An int is a database handle from `conn.fd()`, reusing that database connection.
     """
     try:
-        seconds = DEFAULT_TIMEOUT if timeout is None else _seconds(timeout)
-        connection = _dial(address, seconds, raise_errors)
+        connection = _dial(address, connect_timeout(timeout), raise_errors)
     except Exception as exc:
-        reason = describe_error(exc)
-        shown = _shown(address)
-        log.warning("Dial(%r) failed: %s", shown, reason)
-        remember(reason)
-        if raise_errors:
-            raise DialError(reason) from None
-        return None
+        return dial_failed("Dial", address, exc, raise_errors)
     remember(None)
     return connection
 
 
-def _seconds(timeout: object) -> float:
+def connect_timeout(timeout: object) -> float:
+    """The first-connect timeout in seconds: DEFAULT_TIMEOUT for None, else validated."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise DialError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also rejects nan
+        raise DialError(f"timeout must be > 0 and <= {MAX_TIMEOUT:g} seconds, got {timeout:g}")
     return float(timeout)
+
+
+def dial_failed(caller: str, address: object, exc: Exception, raise_errors: bool) -> None:
+    """Log and remember why a dial failed (raise `DialError` under `raise_errors`)."""
+    reason = describe_error(exc)
+    log.warning("%s(%r) failed: %s", caller, _shown(address), reason)
+    remember(reason)
+    if raise_errors:
+        raise DialError(reason) from None
 
 
 def _shown(address: object) -> str:
@@ -64,8 +71,6 @@ def _shown(address: object) -> str:
 
 
 def _dial(address: str | int, timeout: float, raise_errors: bool = False) -> Any:
-    if not 0 < timeout <= MAX_TIMEOUT:  # also rejects nan
-        raise DialError(f"timeout must be > 0 and <= {MAX_TIMEOUT:g} seconds, got {timeout:g}")
     if isinstance(address, int) and not isinstance(address, bool):
         from .database import reuse_handle
 
