@@ -27,7 +27,7 @@ from typing import Any
 
 from .address import parse, redact
 from .buffer import Message, MessageBuffer
-from .connection import OUTBOX_LIMIT, Stats, session_stats
+from .connection import OUTBOX_LIMIT, SessionView
 from .dialer import connect_timeout, dial_failed
 from .errors import DialError, remember
 from .session import Session
@@ -69,7 +69,7 @@ async def _dial(address: str | int, timeout: float, raise_errors: bool) -> Any:
     return AsyncConnection(session)
 
 
-class AsyncConnection:
+class AsyncConnection(SessionView):
     """`await read(timeout)`, `await write(data)`, `await close()`, `async for message in conn`."""
 
     def __init__(self, session: Session) -> None:
@@ -183,21 +183,6 @@ class AsyncConnection:
             if self._closed or session.state == "closed" or not session.address.options.reconnect:
                 raise StopAsyncIteration
             await self._changed(None, through_reconnect=True)  # wait for the next message
-
-    @property
-    def connected(self) -> bool:
-        return self._session.state == "open"
-
-    @property
-    def dropped(self) -> int:
-        return self._buffer.dropped
-
-    @property
-    def reconnects(self) -> int:
-        return self._session.reconnects
-
-    def stats(self) -> Stats:
-        return session_stats(self._session)
 
     async def __aenter__(self) -> AsyncConnection:
         return self

@@ -47,12 +47,35 @@ class Stats:
     uptime: float | None = None  # seconds the current link has been up, None while down
 
 
-class Connection:
+class SessionView:
+    """State shared by the sync and the asyncio connection objects, read off the session."""
+
+    _session: Session
+    _buffer: MessageBuffer
+
+    @property
+    def connected(self) -> bool:
+        return self._session.state == "open"
+
+    @property
+    def dropped(self) -> int:
+        """Messages discarded because the buffer was full (read(-2) skips are not counted)."""
+        return self._buffer.dropped
+
+    @property
+    def reconnects(self) -> int:
+        return self._session.reconnects
+
+    def stats(self) -> Stats:
+        return session_stats(self._session)
+
+
+class Connection(SessionView):
     """A live link: `read(timeout)`, `write(data)`, `close()`; a context manager."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._buffer: MessageBuffer = session.buffer
+        self._buffer = session.buffer
         self._closed = False
         # A connection dropped without close() must not leave its socket and tasks behind.
         weakref.finalize(self, _close_abandoned, session)
@@ -110,19 +133,6 @@ class Connection:
 
     # -- extras ----------------------------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        return self._session.state == "open"
-
-    @property
-    def dropped(self) -> int:
-        """Messages discarded because the buffer was full (read(-2) skips are not counted)."""
-        return self._buffer.dropped
-
-    @property
-    def reconnects(self) -> int:
-        return self._session.reconnects
-
     def ping(self, timeout: float = 10.0) -> float | None:
         """Measure one heartbeat round trip now (a WebSocket ping frame, or `pingText`).
         Returns seconds, or None when the link is down or no answer came within `timeout`."""
@@ -130,9 +140,6 @@ class Connection:
             return reactor.call(self._session.ping(timeout), timeout + 1.0)
         except (asyncio.TimeoutError, TimeoutError, ConnectionError, NotImplementedError):
             return None
-
-    def stats(self) -> Stats:
-        return session_stats(self._session)
 
     def __enter__(self) -> Connection:
         return self
