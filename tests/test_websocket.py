@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -78,37 +79,51 @@ def test_non_utf8_binary_message_is_returned_as_bytes(ws_server: WsServer) -> No
         assert conn.read(3000) == "hi\n"
 
 
-def test_text_frame_with_invalid_utf8_comes_back_as_bytes(server_thread) -> None:
-    """A sloppy server sending non-UTF-8 in a text frame must not kill the connection."""
+@pytest.fixture
+def raw_ws_server() -> Iterator[Callable[[bytes], str]]:
+    """`start(frames)`: a one-client server that completes the WebSocket handshake, sends
+    `frames` verbatim (valid or not), holds the line for a second and hangs up."""
     from websockets.utils import accept_key
 
-    listener = socket.create_server(("127.0.0.1", 0))
+    listeners: list[socket.socket] = []
 
-    def serve() -> None:
-        client, _ = listener.accept()
-        request = client.recv(4096).decode()
-        key = next(
-            line.split(":", 1)[1].strip()
-            for line in request.split("\r\n")
-            if line.lower().startswith("sec-websocket-key")
-        )
-        client.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-            + accept_key(key).encode()
-            + b"\r\n\r\n"
-        )
-        client.sendall(b"\x81\x02\xff\xfe" + b"\x81\x02ok")
-        time.sleep(1)
-        client.close()
+    def start(frames: bytes) -> str:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listeners.append(listener)
 
-    threading.Thread(target=serve, daemon=True).start()
-    conn = Dial(f"ws://127.0.0.1:{listener.getsockname()[1]}/")
+        def serve() -> None:
+            client, _ = listener.accept()
+            request = client.recv(4096).decode()
+            key = next(
+                line.split(":", 1)[1].strip()
+                for line in request.split("\r\n")
+                if line.lower().startswith("sec-websocket-key")
+            )
+            client.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + accept_key(key).encode()
+                + b"\r\n\r\n"
+            )
+            client.sendall(frames)
+            time.sleep(1)
+            client.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+
+    yield start
+    for listener in listeners:
+        listener.close()
+
+
+def test_text_frame_with_invalid_utf8_comes_back_as_bytes(raw_ws_server) -> None:
+    """A sloppy server sending non-UTF-8 in a text frame must not kill the connection."""
+    conn = Dial(raw_ws_server(b"\x81\x02\xff\xfe" + b"\x81\x02ok"))
     assert conn.read(2000) == b"\xff\xfe"
     assert conn.read(2000) == "ok"
     assert conn.connected
     conn.close()
-    listener.close()
 
 
 def test_reconnect_recovers_three_drops_and_resends_payload(ws_server: WsServer) -> None:
@@ -195,39 +210,13 @@ def test_wrong_proxy_password_fails_cleanly(
     assert "wrong-pw" not in last_error() and "wrong-pw" not in caplog.text
 
 
-def test_garbage_after_handshake_is_a_clean_disconnect(server_thread) -> None:
+def test_garbage_after_handshake_is_a_clean_disconnect(raw_ws_server) -> None:
     """A server that answers the handshake then sends bytes that are not WebSocket frames."""
-    from websockets.utils import accept_key
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        client, _ = listener.accept()
-        request = client.recv(4096).decode()
-        key = next(
-            line.split(":", 1)[1].strip()
-            for line in request.split("\r\n")
-            if line.lower().startswith("sec-websocket-key")
-        )
-        client.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-            + accept_key(key).encode()
-            + b"\r\n\r\n"
-        )
-        client.sendall(b"\x81\x02ok" + b"\x8f\xff garbage that is not a frame")
-        time.sleep(1)
-        client.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    conn = Dial(f"ws://127.0.0.1:{port}/")
+    conn = Dial(raw_ws_server(b"\x81\x02ok" + b"\x8f\xff garbage that is not a frame"))
     assert conn.read(2000) == "ok"
     assert conn.read(2000) == ""
     assert "protocol error" in conn.stats().last_error
     conn.close()
-    listener.close()
 
 
 def test_write_accepts_str_and_bytes_and_rejects_others(ws_server: WsServer) -> None:
