@@ -105,6 +105,11 @@ class DatabaseBackend(ABC):
 
     def __init__(self, address: Address) -> None:
         self.address = address
+        if address.options.given:  # `|` options are stream options: none applies here
+            raise AddressError(
+                f"option {', '.join(sorted(address.options.given))} is not supported for "
+                f"{address.scheme}://"
+            )
 
     @abstractmethod
     async def connect(self) -> None: ...

@@ -201,11 +201,6 @@ def _split_tuples(rows: str) -> list[str] | None:
 class ClickhouseBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
-        if address.options.given:
-            raise AddressError(
-                f"option {', '.join(sorted(address.options.given))} is not supported for "
-                "clickhouse://"
-            )
         self.settings = parse_clickhouse_target(address.target)
         self.kind = self.settings["kind"]
         self._client: Any = None

@@ -154,10 +154,6 @@ def parse_mysql_target(target: str) -> dict[str, Any]:
 class MysqlBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
-        if address.options.given:
-            raise AddressError(
-                f"option {', '.join(sorted(address.options.given))} is not supported for mysql://"
-            )
         self.settings = parse_mysql_target(address.target)
         self._connection: aiomysql.Connection | None = None
         self._socket: Any = None

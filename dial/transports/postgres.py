@@ -157,11 +157,6 @@ def _lists_in_place(records: list[Any]) -> list[list[Any]]:
 class PostgresBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
-        if address.options.given:
-            raise AddressError(
-                f"option {', '.join(sorted(address.options.given))} is not supported for "
-                "postgres://"
-            )
         self.settings = parse_postgres_target(address.target)
         self._connection: asyncpg.Connection | None = None
         self._socket: Any = None

@@ -97,10 +97,6 @@ async def _stopped(thread: Any, limit: float = 2.0) -> None:
 class SqliteBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
-        if address.options.given:
-            raise AddressError(
-                f"option {', '.join(sorted(address.options.given))} is not supported for sqlite3://"
-            )
         self.database = address.target.strip()
         if not self.database:
             raise AddressError("sqlite3:// needs a file name, :memory: or a file: URI")
