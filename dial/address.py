@@ -197,6 +197,10 @@ def parse_options(text: str) -> Options:
         match = _NAME.match(text, pos)
         if not match:
             bad = text[pos:].split("&", 1)[0]
+            if not bad:
+                raise AddressError(
+                    f"empty option at position {pos} of the options (two '&' in a row?)"
+                )
             raise AddressError(f"option {bad!r} is not name=value")
         name = match.group(1)
         if name not in OPTION_PARSERS:

@@ -69,6 +69,7 @@ def test_every_option(option: str, field: str, value: object) -> None:
         ("ws://", "no target"),
         ("ws://h/|bogus=1", "unknown option 'bogus'"),
         ("ws://h/|reconnect", "not name=value"),
+        ("ws://h/|compress=gzip&&reconnect=true", "two '&' in a row"),
         ("ws://h/|reconnect=maybe", "expected true or false"),
         ("ws://h/|interval=-5", "milliseconds"),
         ("ws://h/|interval=abc", "milliseconds"),
