@@ -330,6 +330,47 @@ def test_simulate_sends_demo_trading_header(plugin: PluginHarness) -> None:
 
 
 @pytest.mark.parametrize(
+    "secret",
+    [
+        f"{DEMO_SECRET}, {DEMO_PASSPHRASE}, simulate",
+        f" {DEMO_SECRET} ,{DEMO_PASSPHRASE} , Simulate ",
+        f"{DEMO_SECRET},{DEMO_PASSPHRASE},SIMULATE\n",
+        f"{DEMO_SECRET},{DEMO_PASSPHRASE},\tsimulate",
+    ],
+)
+def test_simulate_flag_with_spaces_still_sends_demo_header(
+    plugin: PluginHarness, secret: str
+) -> None:
+    """Regression: a spaced flag was accepted as demo but sent without the header (live orders)."""
+    plugin.fake.seen.clear()
+    answer = plugin.call(
+        "trade",
+        {"symbol": "ETH_USDT", "type": "buy", "price": "1000", "amount": "0.01"},
+        key=DEMO_KEY,
+        secret=secret,
+    )
+    assert "data" in answer, answer
+    [request] = signed(plugin, "/api/v5/trade/order")
+    assert request.headers["x-simulated-trading"] == "1"
+
+
+@pytest.mark.parametrize(
+    "third", ["simulated", "simulate,", "demo", "simu late", "true", "1", "simulate live"]
+)
+def test_unrecognized_simulate_field_fails_closed(plugin: PluginHarness, third: str) -> None:
+    plugin.fake.seen.clear()
+    secret = f"{DEMO_SECRET},{DEMO_PASSPHRASE},{third}"
+    answer = plugin.call(
+        "trade",
+        {"symbol": "ETH_USDT", "type": "buy", "price": "1000", "amount": "0.01"},
+        key=DEMO_KEY,
+        secret=secret,
+    )
+    assert answer["error"].startswith("OKX: "), answer
+    assert not plugin.fake.requests_to("/api/v5/trade/order")
+
+
+@pytest.mark.parametrize(
     ("key", "secret", "error"),
     [
         (API_KEY, f"{SECRET},wrongpass", "OKX error 50105: Request header OK-ACCESS-PASSPHRASE"),

@@ -57,6 +57,21 @@ class Keys(NamedTuple):
     simulate: bool
 
 
+def parse_secret_key(secret_key: str) -> tuple[str, str, bool]:
+    """`secret,passphrase[,simulate]` -> (secret, passphrase, simulate), spaces ignored.
+
+    The one place the demo-trading flag is read: anything but exactly `simulate` in the third
+    field is refused, so a typo can never send orders to the live account."""
+    parts = [part.strip() for part in secret_key.split(",")]
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise PluginError(
+            "OKX: secret_key must be 'secret,passphrase' or 'secret,passphrase,simulate'"
+        )
+    if len(parts) == 3 and parts[2].lower() != "simulate":
+        raise PluginError("OKX: the third part of secret_key may only be 'simulate'")
+    return parts[0], parts[1], len(parts) == 3
+
+
 class Okx(Exchange):
     name = "OKX"
     api_base = "https://www.okx.com"
@@ -66,21 +81,22 @@ class Okx(Exchange):
     def keys(self, call: Call) -> Keys:
         keys = call.cache.get("okx_keys")
         if keys is None:
-            parts = call.secret_key.split(",")
             if not call.access_key:
                 raise PluginError("OKX: access_key is empty")
-            if not 2 <= len(parts) <= 3 or not all(p.strip() for p in parts):
-                raise PluginError(
-                    "OKX: secret_key must be 'secret,passphrase' or 'secret,passphrase,simulate'"
-                )
-            if len(parts) == 3 and parts[2].strip().lower() != "simulate":
-                raise PluginError("OKX: the third part of secret_key may only be 'simulate'")
-            keys = Keys(call.access_key, parts[0].strip(), parts[1].strip(), len(parts) == 3)
+            secret, passphrase, simulate = parse_secret_key(call.secret_key)
+            keys = Keys(call.access_key, secret, passphrase, simulate)
             call.cache["okx_keys"] = keys
         return keys
 
     def headers(self, call: Call | None) -> dict[str, str]:
-        simulate = call is not None and call.secret_key.rstrip().lower().endswith(",simulate")
+        # Public requests work without keys; a signed request gets the flag from `sign()`, which
+        # reads it from the one parse of `secret_key` (an ambiguous flag fails there, closed).
+        if call is None or not call.secret_key:
+            return {}
+        try:
+            simulate = parse_secret_key(call.secret_key)[2]
+        except PluginError:
+            return {}
         return {"x-simulated-trading": "1"} if simulate else {}
 
     def sign(self, call: Call, method: str, request_path: str, body: str) -> dict[str, str]:
@@ -94,6 +110,7 @@ class Okx(Exchange):
             "OK-ACCESS-SIGN": base64.b64encode(digest).decode(),
             "OK-ACCESS-TIMESTAMP": timestamp,
             "OK-ACCESS-PASSPHRASE": keys.passphrase,
+            **({"x-simulated-trading": "1"} if keys.simulate else {}),
         }
 
     def check(self, status: int, payload: Any) -> Any:
