@@ -6,7 +6,8 @@ and the HMAC-SHA256 signature over `timestamp + METHOD + path?query + body`, and
 codes (50101..50113). Payloads copy OKX's shapes: every number a string, newest first, `after`
 cursors on order lists, the 1440-bar window of /market/candles, `sCode`/`sMsg` on order errors.
 `faults[path]` makes one endpoint misbehave: "html" (502 page), "slow" (sleeps), "ratelimit",
-"broken" (JSON lacking fields).
+"broken" (JSON lacking fields), "sparse" (ticker of an empty book: "" prices; balance without
+`frozenBal`, "" `availBal`). Market orders fill at once at the instrument's price.
 
 Run standalone (used by benchmarks/plugin.py): `python -m tests.fake_okx --port 8443`.
 """
@@ -217,6 +218,11 @@ class FakeOkx:
         if inst is None:
             return _err("51001", "Instrument ID does not exist.")
         last = INSTRUMENTS[inst]
+        if self.faults.get(request.path) == "sparse":  # an instrument with an empty book
+            return _ok([{"instType": "SPOT", "instId": inst, "last": "", "lastSz": "",
+                         "askPx": "", "askSz": "", "bidPx": "", "bidSz": "", "open24h": "",
+                         "high24h": "", "low24h": "", "volCcy24h": "0", "vol24h": "0",
+                         "ts": str(_now_ms()), "sodUtc0": "", "sodUtc8": ""}])  # fmt: skip
         return _ok([{
             "instType": "SPOT", "instId": inst, "last": _s(last), "lastSz": "0.1",
             "askPx": _s(last + 0.01), "askSz": "10.5", "bidPx": _s(last), "bidSz": "3.2",
@@ -285,6 +291,10 @@ class FakeOkx:
              "availEq": "", "uTime": str(_now_ms())}
             for ccy, (free, frozen) in self.trading.items()
         ]  # fmt: skip
+        if self.faults.get(request.path) == "sparse":  # fields OKX may leave out or empty
+            for d in details:
+                del d["frozenBal"]
+                d["availBal"] = ""
         return _ok([{"totalEq": "12345.6", "uTime": str(_now_ms()), "details": details}])
 
     async def asset_balances(self, request: web.Request, body: str) -> web.Response:
@@ -296,7 +306,7 @@ class FakeOkx:
 
     # ---- private: orders ----
 
-    def _new_order(self, inst: str, side: str, px: str, sz: str, state: str, **extra: Any) -> dict:
+    def new_order(self, inst: str, side: str, px: str, sz: str, state: str, **extra: Any) -> dict:
         self._next_id += 1
         now = _now_ms()
         order = {
@@ -315,13 +325,13 @@ class FakeOkx:
             state = "filled" if i % 3 == 0 else "canceled"
             fill = {"filled": "0.1", "canceled": "0.04" if i % 3 == 1 else "0"}[state]
             avg = "" if fill == "0" else _s(2900 + i)
-            self._new_order("ETH-USDT", "buy" if i % 2 else "sell", _s(2900 + i), "0.1", state,
+            self.new_order("ETH-USDT", "buy" if i % 2 else "sell", _s(2900 + i), "0.1", state,
                             accFillSz=fill, avgPx=avg, cTime=str(start + i * 1000))  # fmt: skip
         for i in range(PENDING_ORDERS):
             fill, state = ("0.02", "partially_filled") if i % 10 == 0 else ("0", "live")
-            self._new_order("ETH-USDT", "buy", _s(2000 + i), "0.25", state, accFillSz=fill,
+            self.new_order("ETH-USDT", "buy", _s(2000 + i), "0.25", state, accFillSz=fill,
                             avgPx="2000" if fill != "0" else "")  # fmt: skip
-        self._new_order("BTC-USDT", "sell", "70000", "0.01", "live")
+        self.new_order("BTC-USDT", "sell", "70000", "0.01", "live")
 
     def _page(self, request: web.Request, states: set[str]) -> web.Response:
         q = request.query
@@ -372,7 +382,11 @@ class FakeOkx:
             fail = {"clOrdId": "", "ordId": "", "sCode": "51008", "tag": "",
                     "sMsg": "Order failed. Insufficient USDT balance in account."}  # fmt: skip
             return _err("1", "All operations failed", 200, [fail])
-        order = self._new_order(inst, side, o.get("px", ""), o["sz"], "live", ordType=kind)
+        if kind == "market":  # fills at once, at the instrument's price, as OKX reports it
+            order = self.new_order(inst, side, "", o["sz"], "filled", ordType=kind,
+                                   tgtCcy=o.get("tgtCcy", ""), **_market_fill(o, px))  # fmt: skip
+        else:
+            order = self.new_order(inst, side, o["px"], o["sz"], "live", ordType=kind)
         placed = {"clOrdId": "", "ordId": order["ordId"], "sCode": "0", "sMsg": "Order placed",
                   "tag": "", "ts": str(_now_ms())}  # fmt: skip
         return _ok([placed])
@@ -395,6 +409,14 @@ class FakeOkx:
             return _err("1", "All operations failed", 200, [fail])
         order["state"] = "canceled"
         return _ok([{"clOrdId": "", "ordId": order["ordId"], "sCode": "0", "sMsg": ""}])
+
+
+def _market_fill(o: dict[str, Any], px: Decimal) -> dict[str, str]:
+    """A market order's fill: `sz` is quote currency when tgtCcy says so (a buy's default)."""
+    unit = o.get("tgtCcy") or ("quote_ccy" if o["side"] == "buy" else "base_ccy")
+    size = Decimal(o["sz"])
+    base = (size / px).quantize(Decimal("0.00000001")) if unit == "quote_ccy" else size
+    return {"accFillSz": _s(float(base)), "avgPx": _s(float(px)), "fillPx": _s(float(px))}
 
 
 class BackgroundLoop:
@@ -453,6 +475,7 @@ class PluginHarness(PluginClient):
     """The fake OKX plus a `PluginServer` on free ports, driven from synchronous tests.
 
     Exchanges served: /OKX (the fake), /OKX-SLOW (0.5 s timeout), /OKX-DOWN (nothing listening),
+    /OKX-NODNS (api base `http://nonexistent.invalid`: the `.invalid` TLD never resolves, RFC 6761),
     /BARE (an `Exchange` overriding nothing) and /BUGGY (an adapter that crashes)."""
 
     def __init__(self) -> None:
@@ -475,6 +498,7 @@ class PluginHarness(PluginClient):
             Okx(self.fake.url),
             Okx(self.fake.url, name="OKX-SLOW", timeout=0.5),
             Okx(f"http://127.0.0.1:{closed_port}", name="OKX-DOWN"),
+            Okx("http://nonexistent.invalid", name="OKX-NODNS", timeout=5),
             Exchange(name="BARE"),
             Buggy(),
         ]

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dial.plugin import cli
-from tests.fake_okx import API_KEY, PASSPHRASE, SECRET, PluginHarness
+from dial.plugin.masking import fingerprint
+from tests.fake_okx import API_KEY, PASSPHRASE, SECRET, PluginClient, PluginHarness
 from tests.servers.base import free_port, port_open, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,24 +52,31 @@ def fake() -> Iterator[PluginHarness]:
     harness.close()
 
 
-@pytest.fixture(scope="module")
-def okx_process(fake: PluginHarness) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+@contextlib.contextmanager
+def plugin_process(fake: PluginHarness, output: int) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`python -m dial.plugin okx` against the fake OKX; yields its base URL and the process."""
     port = free_port()
     argv = ["okx", "--listen", f"127.0.0.1:{port}", "--api-base", fake.fake.url, "--timeout", "5"]
     process = subprocess.Popen(
         [sys.executable, "-m", "dial.plugin", *argv],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=output,
         text=True,
     )
     try:
         assert wait_port(port, 15), "the plugin did not start listening"
-        yield f"http://127.0.0.1:{port}/OKX", process
+        yield f"http://127.0.0.1:{port}", process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def okx_process(fake: PluginHarness) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    with plugin_process(fake, subprocess.PIPE) as (base, process):
+        yield f"{base}/OKX", process
 
 
 def test_serve_call_and_stop(okx_process: tuple[str, subprocess.Popen[str]]) -> None:
@@ -94,8 +106,36 @@ def test_serve_call_and_stop(okx_process: tuple[str, subprocess.Popen[str]]) -> 
     assert process.returncode == 0
     assert out.startswith(f"serving {url} -> ")
     assert "Traceback" not in err
-    assert "OKX accounts key=acce*** params={} -> ok" in err  # request log, masked
+    assert f"OKX accounts key={fingerprint(API_KEY)} params={{}} -> ok" in err  # request log
     assert SECRET not in err and PASSPHRASE not in err and API_KEY not in err
+
+
+def timed(call: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    return call(), time.perf_counter() - started
+
+
+@pytest.mark.parametrize("limit", ["1e700000", "1e1000000"])
+def test_absurd_number_does_not_stall_the_server(fake: PluginHarness, limit: str) -> None:
+    """Regression: `limit: "1e700000"` made the plugin spend 12 s (27 s for 1e1000000) in
+    int(Decimal(...)) on its event loop, GIL held, stalling every other request. The plugin runs
+    in its own process here, so a stall cannot also freeze the clock that measures it."""
+    with plugin_process(fake, subprocess.DEVNULL) as (base, _):
+        client = PluginClient(base)
+        assert "data" in client.call("ticker", {"symbol": "ETH_USDT"})  # warm: upstream connected
+        with ThreadPoolExecutor(2) as pool:
+            bad = pool.submit(
+                timed, lambda: client.call("depth", {"symbol": "ETH_USDT", "limit": limit})
+            )
+            time.sleep(0.05)  # the absurd request goes first
+            good = pool.submit(timed, lambda: client.call("ticker", {"symbol": "ETH_USDT"}))
+            (bad_answer, bad_seconds), (answer, seconds) = bad.result(60), good.result(60)
+    assert bad_answer == {
+        "error": f"params.limit is out of range, got '{limit}' "
+        "(at most 18 digits before the decimal point)"
+    }
+    assert answer["data"]["symbol"] == "ETH_USDT"
+    assert bad_seconds < 1 and seconds < 1, (bad_seconds, seconds)  # a bound, not a perf target
 
 
 def test_call_errors_are_one_line(fake: PluginHarness) -> None:

@@ -201,6 +201,99 @@ def test_market_buy_amount_is_quote_currency(plugin: PluginHarness) -> None:
     assert body["sz"] == "100" and "px" not in body
 
 
+def test_market_buy_order_reports_base_currency(plugin: PluginHarness) -> None:
+    """Regression: a market buy's order read `amount` 100 (USDT, OKX's `sz`) next to
+    `deal_amount` 0.0342 (ETH): both are ETH now, so `amount - deal_amount` means something."""
+    params = {"symbol": "ETH_USDT", "type": "buy", "price": -1, "amount": 100}
+    placed = plugin.call("trade", params)["data"]["id"]
+    answer = plugin.call("order", {"id": placed})
+    bought = round(100 / 2922.18, 8)
+    assert answer["data"] == {
+        "id": placed,
+        "symbol": "ETH_USDT",
+        "amount": bought,
+        "price": 0.0,
+        "deal_amount": bought,
+        "avg_price": 2922.18,
+        "type": "buy",
+        "status": "filled",
+    }
+    raw = answer["raw"]["data"][0]
+    assert (raw["sz"], raw["tgtCcy"]) == ("100", "quote_ccy")  # the USDT stays in `raw`
+    listed = plugin.call("historyorders", {"symbol": "ETH_USDT", "limit": 5})["data"]
+    assert next(o for o in listed if o["id"] == placed) == answer["data"]
+
+
+@pytest.mark.parametrize(
+    ("side", "tgt_ccy", "size", "amount"),
+    [
+        ("sell", None, "0.5", 0.5),  # OKX default for a market sell: base currency
+        ("buy", "base_ccy", "0.25", 0.25),  # a market buy sized in ETH (via exchange.IO)
+        ("sell", "quote_ccy", "1461.09", 0.5),  # a market sell sized in USDT
+    ],
+)
+def test_every_market_order_reports_base_currency(
+    plugin: PluginHarness, side: str, tgt_ccy: str | None, size: str, amount: float
+) -> None:
+    body = {"instId": "ETH-USDT", "tdMode": "cash", "side": side, "ordType": "market", "sz": size}
+    if tgt_ccy:
+        body["tgtCcy"] = tgt_ccy
+    placed = plugin.call("__api_/api/v5/trade/order", body, http_method="POST")
+    order_id = f"ETH-USDT,{placed['data']['data'][0]['ordId']}"
+    order = plugin.call("order", {"id": order_id})["data"]
+    assert order["amount"] == order["deal_amount"] == amount
+    assert order["status"] == "filled" and order["avg_price"] == 2922.18
+
+
+# ---- fields OKX may leave empty ("") or out ----
+
+
+def test_balance_without_frozen_bal(plugin: PluginHarness) -> None:
+    """Regression: `accounts` indexed `frozenBal` (KeyError -> "unexpected answer")."""
+    plugin.fake.faults["/api/v5/account/balance"] = "sparse"
+    try:
+        accounts = plugin.call("accounts")
+        assets = plugin.call("assets")
+    finally:
+        plugin.fake.faults.clear()
+    assert {"currency": "USDT", "free": "0", "frozen": "0"} in accounts["data"], accounts
+    assert "frozenBal" not in accounts["raw"]["data"][0]["details"][0]
+    by_currency = {a["currency"]: a for a in assets["data"]}
+    assert by_currency["USDT"] == {"currency": "USDT", "free": "500", "frozen": "0"}
+
+
+def test_ticker_of_an_empty_book(plugin: PluginHarness) -> None:
+    plugin.fake.faults["/api/v5/market/ticker"] = "sparse"
+    try:
+        answer = plugin.call("ticker", {"symbol": "ETH_USDT"})
+    finally:
+        plugin.fake.faults.clear()
+    assert answer["raw"]["data"][0]["bidPx"] == ""
+    data = answer["data"]
+    assert {k: data[k] for k in ("buy", "sell", "last", "high", "low", "open")} == dict.fromkeys(
+        ("buy", "sell", "last", "high", "low", "open"), "0"
+    )
+    assert data["vol"] == "0" and data["time"].isdigit()
+
+
+def test_order_with_empty_prices(plugin: PluginHarness) -> None:
+    """OKX sends "" for `avgPx`/`fillPx` before a fill and for `px` of a market order."""
+    empty = plugin.fake.new_order(
+        "ETH-USDT", "sell", "", "", "canceled", ordType="market", accFillSz="", avgPx=""
+    )
+    order = plugin.call("order", {"id": f"ETH-USDT,{empty['ordId']}"})["data"]
+    assert (order["amount"], order["price"], order["deal_amount"], order["avg_price"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert order["status"] == "canceled"
+    filled = plugin.fake.new_order("ETH-USDT", "buy", "2900", "0.1", "filled", accFillSz="0.1")
+    order = plugin.call("order", {"id": f"ETH-USDT,{filled['ordId']}"})["data"]
+    assert (order["deal_amount"], order["avg_price"]) == (0.1, 0.0)  # avgPx ""
+
+
 def test_trade_rejected_by_okx_shows_scode(plugin: PluginHarness) -> None:
     params = {"symbol": "ETH_USDT", "type": "buy", "price": "3000", "amount": "1000"}
     assert plugin.call("trade", params) == {

@@ -8,10 +8,11 @@ supports and (for private endpoints) `sign()`. Everything it does not override a
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
-import os
 import re
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -39,6 +40,12 @@ _MISSING: Any = object()
 _SIDES = ("buy", "sell")
 _TAGS = re.compile(r"<[^>]+>")
 _SPACES = re.compile(r"\s+")
+
+#: Bounds of a numeric param (`limit`, `since`, `price`...): a longer text, more digits before the
+#: point or more decimal places is refused with an error rather than converted.
+MAX_NUMBER_CHARS = 50
+MAX_DIGITS = 18
+MAX_PLACES = 20
 
 
 class PluginError(Exception):
@@ -87,15 +94,26 @@ class Symbol:
 
 @dataclass(slots=True)
 class Call:
-    """One request from the FMZ docker: keys, method, params and the `Http-Method` header."""
+    """One request from the FMZ docker: keys, method, params and the `Http-Method` header.
+
+    The keys (and `cache`, which holds parsed credentials) are left out of the repr."""
 
     method: str
     params: dict[str, Any]
-    access_key: str = ""
-    secret_key: str = ""
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
     nonce: Any = None
     http_method: str | None = None
-    cache: dict[str, Any] = field(default_factory=dict)  # e.g. parsed credentials
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def scrub(self, text: str) -> str:
+        """`text` with this call's credentials replaced by ***: the access key, the secret key and
+        its first two comma-separated parts (OKX's secret and passphrase; not a `simulate` flag)."""
+        parts = {self.access_key, self.secret_key, *self.secret_key.split(",")[:2]}
+        for secret in sorted((p.strip() for p in parts), key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     def get(self, name: str, default: Any = _MISSING) -> Any:
         value = self.params.get(name)
@@ -110,25 +128,68 @@ class Call:
 
     def integer(self, name: str, default: Any = _MISSING) -> int:
         value = self.get(name, default)
-        if isinstance(value, bool):
-            raise PluginError(f"params.{name} must be an integer, got {value!r}")
-        try:
-            number = Decimal(str(value).strip())
-            if number != number.to_integral_value():
-                raise ValueError
-            return int(number)
-        except (InvalidOperation, ValueError):
-            raise PluginError(f"params.{name} must be an integer, got {value!r}") from None
+        number = parse_number(name, value, "an integer")
+        if number != number.to_integral_value():  # cheap: parse_number bounds the exponent
+            raise PluginError(f"params.{name} must be an integer, got {_shown(value)}")
+        return int(number)
 
     def decimal(self, name: str) -> Decimal:
-        value = self.get(name)
-        try:
-            number = Decimal(str(value).strip()) if not isinstance(value, bool) else None
-        except InvalidOperation:
-            number = None
-        if number is None or not number.is_finite():
-            raise PluginError(f"params.{name} must be a number, got {value!r}")
-        return number
+        return parse_number(name, self.get(name), "a number")
+
+
+def parse_number(name: str, value: Any, kind: str = "a number") -> Decimal:
+    """`params.<name>` as a Decimal, refusing anything whose conversion could stall the loop.
+
+    `Decimal("1e700000")` is instant but turning it into an int takes seconds with the GIL held,
+    so the text length, the digits before the point and the decimal places are all bounded."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PluginError(f"params.{name} must be {kind}, got {_shown(value)}")
+    if isinstance(value, int) and value.bit_length() > 64:  # repr() of a huge int is slow too
+        raise _out_of_range(name, "a huge integer")
+    text = value.strip() if isinstance(value, str) else repr(value)
+    if len(text) > MAX_NUMBER_CHARS:
+        raise PluginError(
+            f"params.{name} is too long for a number: {len(text)} characters "
+            f"(at most {MAX_NUMBER_CHARS})"
+        )
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise PluginError(f"params.{name} must be {kind}, got {_shown(value)}") from None
+    if not number.is_finite():
+        raise PluginError(f"params.{name} must be a finite number, got {_shown(value)}")
+    if number.is_zero():
+        return Decimal(0)
+    if number.adjusted() >= MAX_DIGITS:
+        raise _out_of_range(name, _shown(value))
+    if _places(number) > MAX_PLACES:
+        raise PluginError(
+            f"params.{name} has too many decimal places, got {_shown(value)} (at most {MAX_PLACES})"
+        )
+    return number
+
+
+def _out_of_range(name: str, shown: str) -> PluginError:
+    return PluginError(
+        f"params.{name} is out of range, got {shown} "
+        f"(at most {MAX_DIGITS} digits before the decimal point)"
+    )
+
+
+def _places(number: Decimal) -> int:
+    """Decimal places ignoring trailing zeros: `1.2500` has 2."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    significant = "".join(map(str, digits)).rstrip("0")
+    return max(0, -(exponent + len(digits) - len(significant)))
+
+
+def _shown(value: Any) -> str:
+    """A param value for an error message: its repr, cut short (it may be a megabyte)."""
+    if isinstance(value, (list, dict)):
+        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 Handler = Callable[["Exchange", Call], Awaitable[Any]]
@@ -231,16 +292,19 @@ class Exchange:
             else:
                 raise PluginError(f"unknown method {call.method!r}")
         except PluginError as exc:
-            return {"error": str(exc) or type(exc).__name__}
+            return {"error": call.scrub(str(exc) or type(exc).__name__)}
         except (KeyError, IndexError, TypeError, ValueError, ArithmeticError) as exc:
             log.debug("%s %s: cannot read answer", self.name, call.method, exc_info=True)
             return {
-                "error": f"{self.name} {call.method}: unexpected answer from the exchange "
-                f"({type(exc).__name__}: {exc})"
+                "error": call.scrub(
+                    f"{self.name} {call.method}: unexpected answer from the exchange "
+                    f"({type(exc).__name__}: {exc})"
+                )
             }
         except Exception as exc:  # a bug in an adapter must not take the server down
             log.exception("%s %s: unexpected failure", self.name, call.method)
-            return {"error": f"internal error in {self.name} adapter: {type(exc).__name__}: {exc}"}
+            error = f"internal error in {self.name} adapter: {type(exc).__name__}: {exc}"
+            return {"error": call.scrub(error)}
         if isinstance(result, Reply):
             return {"data": result.data, "raw": result.raw}
         return {"data": result, "raw": None}
@@ -313,9 +377,7 @@ class Exchange:
         except asyncio.TimeoutError:
             raise UpstreamError(f"{self.name}: {what} timed out after {self.timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:
-            error = exc.os_error
-            reason = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
-            raise UpstreamError(f"{self.name}: cannot reach {self.api_base}: {reason}") from None
+            raise UpstreamError(f"{self.name}: {_cannot_connect(exc)}") from None
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__
             raise UpstreamError(f"{self.name}: {what} failed: {reason}") from None
@@ -329,6 +391,19 @@ class Exchange:
                 f"{_short(_SPACES.sub(' ', _TAGS.sub(' ', text)).strip()) or '(empty)'}"
             ) from None
         return self.check(status, payload)
+
+
+def _cannot_connect(exc: aiohttp.ClientConnectorError) -> str:
+    """`cannot resolve host 'www.okx.com'` rather than getaddrinfo's `Unknown error -2`."""
+    error, where = exc.os_error, f"{exc.host}:{exc.port}"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(error, socket.gaierror):
+        return f"cannot resolve host {exc.host!r}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {where} failed: {error}"
+    if isinstance(error, ConnectionRefusedError) or error.errno == errno.ECONNREFUSED:
+        return f"cannot connect to {where}: connection refused"
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"cannot connect to {where}: {reason}"
 
 
 def _short(text: str, limit: int = 200) -> str:

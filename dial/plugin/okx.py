@@ -56,6 +56,9 @@ class Keys(NamedTuple):
     passphrase: str
     simulate: bool
 
+    def __repr__(self) -> str:  # never the credentials, not even in a traceback or a debugger
+        return f"Keys(access_key=***, secret=***, passphrase=***, simulate={self.simulate})"
+
 
 def parse_secret_key(secret_key: str) -> tuple[str, str, bool]:
     """`secret,passphrase[,simulate]` -> (secret, passphrase, simulate), spaces ignored.
@@ -146,13 +149,13 @@ class Okx(Exchange):
         tick = _only(raw)
         data = {
             "symbol": str(symbol),
-            "buy": tick["bidPx"],
-            "sell": tick["askPx"],
-            "high": tick["high24h"],
-            "low": tick["low24h"],
-            "open": tick["open24h"],
-            "last": tick["last"],
-            "vol": tick["vol24h"],
+            "buy": _text(tick, "bidPx"),  # "" on an empty book
+            "sell": _text(tick, "askPx"),
+            "high": _text(tick, "high24h"),
+            "low": _text(tick, "low24h"),
+            "open": _text(tick, "open24h"),
+            "last": _text(tick, "last"),
+            "vol": _text(tick, "vol24h"),
             "time": tick["ts"],
         }
         return Reply(data, raw)
@@ -224,9 +227,9 @@ class Okx(Exchange):
     async def accounts(self, call: Call) -> Reply:
         raw = await self.private(call, "GET", "/api/v5/account/balance")
         data = [
-            {"currency": d["ccy"], "free": d.get("availBal") or "0", "frozen": d["frozenBal"]}
+            {"currency": d["ccy"], "free": _text(d, "availBal"), "frozen": _text(d, "frozenBal")}
             for account in raw["data"]
-            for d in account.get("details", [])
+            for d in account.get("details") or []
         ]
         return Reply(data, raw)
 
@@ -237,12 +240,12 @@ class Okx(Exchange):
             self.private(call, "GET", "/api/v5/asset/balances"),
         )
         totals: dict[str, list[Decimal]] = {}
-        entries = [d for account in trading["data"] for d in account.get("details", [])]
+        entries = [d for account in trading["data"] for d in account.get("details") or []]
         for d in [*entries, *funding["data"]]:
             free, frozen = totals.setdefault(d["ccy"], [Decimal(0), Decimal(0)])
             totals[d["ccy"]] = [
-                free + Decimal(d.get("availBal") or 0),
-                frozen + Decimal(d.get("frozenBal") or 0),
+                free + Decimal(_text(d, "availBal")),
+                frozen + Decimal(_text(d, "frozenBal")),
             ]
         data = [
             {"currency": ccy, "free": _plain(free), "frozen": _plain(frozen)}
@@ -347,19 +350,44 @@ def _split_id(order_id: str, symbol: Symbol | None) -> tuple[str, str]:
     return symbol.join("-"), order_id
 
 
+def _text(item: Mapping[str, Any], key: str) -> str:
+    """A numeric field as FMZ's string, "0" when OKX leaves it empty ("") or out."""
+    value = item.get(key)
+    return str(value) if value not in (None, "") else "0"
+
+
+def _number(item: Mapping[str, Any], key: str) -> float:
+    """A numeric field as a float, 0 when OKX leaves it empty: `avgPx` before the first fill,
+    `px` of a market order, `fillPx`, `bidPx` on an empty book are all documented as ""."""
+    value = item.get(key)
+    return float(value) if value not in (None, "") else 0.0
+
+
+def _sized_in_quote(o: Mapping[str, Any]) -> bool:
+    """OKX sizes a spot market order by `tgtCcy`, by default a buy in the quote currency."""
+    if o.get("ordType") != "market":
+        return False
+    unit = o.get("tgtCcy") or ("quote_ccy" if o["side"] == "buy" else "base_ccy")
+    return unit == "quote_ccy"
+
+
 def _order(o: dict[str, Any]) -> dict[str, Any]:
+    """An OKX order in FMZ's shape, `amount` and `deal_amount` both in the base currency.
+
+    A market buy spends an amount of quote currency (`sz` is USDT), so its size in ETH is what it
+    bought: `amount` is then `accFillSz`, like `deal_amount` (the USDT stays in `raw`)."""
     status = STATES.get(o["state"], o["state"])
-    filled = float(o.get("accFillSz") or 0)
+    filled = _number(o, "accFillSz")
     if status == "canceled" and filled > 0:
         status = "partial-canceled"
     base, _, quote = o["instId"].partition("-")
     return {
         "id": f"{o['instId']},{o['ordId']}",
         "symbol": f"{base}_{quote}",
-        "amount": float(o["sz"]),
-        "price": float(o.get("px") or 0),
+        "amount": filled if _sized_in_quote(o) else _number(o, "sz"),
+        "price": _number(o, "px"),
         "deal_amount": filled,
-        "avg_price": float(o.get("avgPx") or 0),
+        "avg_price": _number(o, "avgPx"),
         "type": o["side"],
         "status": status,
     }

@@ -1,11 +1,13 @@
 """The asyncio HTTP server the FMZ docker POSTs to: `POST /<name>` for every registered exchange.
 
-Every answer is JSON: `{"data", "raw"}` or `{"error"}`. A malformed request, an unknown method
-or a failing exchange never produces a 500 or a traceback, and the server keeps serving.
+Every answer is JSON: `{"data", "raw"}` or `{"error"}`. A malformed request (even one aiohttp
+itself rejects, such as an oversized header), an unknown method or a failing exchange never
+produces a 500, plain text or a traceback, and the server keeps serving.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -13,15 +15,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 
 from dial.plugin.exchange import Call, Exchange
-from dial.plugin.masking import mask, mask_params
+from dial.plugin.masking import fingerprint, mask_params
 
 __all__ = ["PluginServer", "parse_listen"]
 
 log = logging.getLogger("dial.plugin")
 
 MAX_BODY = 1 << 20
+#: aiohttp's default 8190-byte limit refuses some legitimate proxies' headers; longer ones still
+#: get a JSON answer (from `_JsonErrors`), not aiohttp's plain-text 400.
+MAX_HEADER_LINE = 64 << 10
+MAX_DEPTH = 32  # nesting of the request body; the protocol needs 3
 _REQUIRED = ("access_key", "method", "params")
 
 
@@ -44,6 +51,56 @@ def _json(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=_dumps(obj), status=status, content_type="application/json")
 
 
+class _JsonErrors(web.RequestHandler):
+    """aiohttp's connection handler, answering what it rejects itself (an oversized header line,
+    a malformed request, a handler crash) with our JSON `{"error"}` instead of plain text."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # too late for an answer: aiohttp drops the connection
+            return super().handle_error(request, status, exc, message)
+        if status == 500:
+            log.error("internal error handling a request", exc_info=exc)
+            error = f"internal error ({type(exc).__name__}); see the plugin's log"
+        else:
+            error = _protocol_error(status, exc)
+            log.warning("bad HTTP request from %s: %s", request.remote, error)
+        response = _json({"error": error})
+        response.force_close()
+        return response
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> str:
+    """A reason that never echoes the request: aiohttp's own message quotes the offending line."""
+    if isinstance(exc, LineTooLong):
+        return f"request line or header too long (at most {MAX_HEADER_LINE} bytes)"
+    if status == 504:
+        return "request timed out"
+    return f"malformed HTTP request ({type(exc).__name__ if exc else status})"
+
+
+class _Server(web.Server):
+    """`web.Server` whose connections use `_JsonErrors` and whose requests carry our body limit."""
+
+    def __init__(self, handler: Any, **handler_args: Any) -> None:
+        super().__init__(handler, request_factory=self._request, **handler_args)
+        self.event_loop = asyncio.get_running_loop()
+        self.handler_args = handler_args
+
+    def __call__(self) -> web.RequestHandler:
+        return _JsonErrors(self, loop=self.event_loop, **self.handler_args)
+
+    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> Any:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self.event_loop, client_max_size=MAX_BODY
+        )
+
+
 class PluginServer:
     """Serve one or more exchanges; `async with PluginServer([Okx()], "127.0.0.1", 6666):`."""
 
@@ -55,9 +112,7 @@ class PluginServer:
                 raise ValueError(f"two exchanges registered as /{exchange.name}")
             self.exchanges[key] = exchange
         self.host, self.port = host, port
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=MAX_BODY, handler_args={"max_field_size": 8190})
-        self.app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner: web.ServerRunner | None = None
 
     @property
     def url(self) -> str:
@@ -67,7 +122,13 @@ class PluginServer:
     async def start(self) -> None:
         for exchange in self.exchanges.values():
             await exchange.open()
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        server = _Server(
+            self._handle,
+            access_log=None,
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
+        )
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         try:
@@ -76,8 +137,8 @@ class PluginServer:
             await self.stop()
             raise
         if self.port == 0:  # report the port the OS picked
-            server = site._server
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            listener = site._server
+            self.port = listener.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         names = ", ".join(f"{self.url}/{e.name}" for e in self.exchanges.values())
         log.info("plugin serving %s", names)
 
@@ -97,9 +158,9 @@ class PluginServer:
 
     # ---- request handling ----
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.BaseRequest) -> web.Response:
         started = time.perf_counter()
-        name = request.match_info["tail"]
+        name = request.path[1:]
         exchange = self.exchanges.get(name.lower())
         if exchange is None:
             known = ", ".join(f"/{e.name}" for e in self.exchanges.values())
@@ -108,17 +169,13 @@ class PluginServer:
             return _json({"error": f"use POST /{exchange.name} (got {request.method})"}, 405)
         try:
             body = await request.read()
-        except web.HTTPException as exc:  # body over MAX_BODY
-            return _json({"error": f"request rejected: {exc.reason}"}, 200)
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": f"request body too large (at most {MAX_BODY} bytes)"})
         call, error = _parse_call(body, request.headers.get("Http-Method"))
         if call is None:
             log.warning("%s: bad request: %s", exchange.name, error)
             return _json({"error": error})
-        try:
-            reply = await exchange.dispatch(call)
-        except Exception as exc:  # dispatch never raises, but stay safe
-            log.exception("%s %s failed", exchange.name, call.method)
-            reply = {"error": f"internal error: {type(exc).__name__}: {exc}"}
+        reply = await exchange.dispatch(call)
         if log.isEnabledFor(logging.INFO):
             _log_call(exchange, call, reply, started)
         return _json(reply)
@@ -127,10 +184,16 @@ class PluginServer:
 def _parse_call(body: bytes, http_method: str | None) -> tuple[Call | None, str]:
     try:
         request = json.loads(body)
+    except UnicodeDecodeError as exc:
+        return None, f"request body is not UTF-8: byte {exc.object[exc.start]:#04x} at {exc.start}"
     except ValueError as exc:
         return None, f"request body is not valid JSON: {exc}"
+    except RecursionError:
+        return None, f"request body is nested too deeply (at most {MAX_DEPTH} levels)"
     if not isinstance(request, dict):
         return None, "request body must be a JSON object"
+    if _too_deep(body, request):
+        return None, f"request body is nested too deeply (at most {MAX_DEPTH} levels)"
     missing = [key for key in _REQUIRED if key not in request]
     if missing:
         return None, f"missing required field(s): {', '.join(missing)}"
@@ -153,6 +216,25 @@ def _parse_call(body: bytes, http_method: str | None) -> tuple[Call | None, str]
     return call, ""
 
 
+def _too_deep(body: bytes, value: Any) -> bool:
+    """More than MAX_DEPTH levels of nesting? json.loads accepts ~1000, which would overflow the
+    stack later (logging the params, re-encoding them for the exchange). Walks containers only,
+    level by level, and not at all when the body has too few brackets to nest that deep."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False
+    level = [value]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
+
+
 def _log_call(exchange: Exchange, call: Call, reply: dict[str, Any], started: float) -> None:
     elapsed = (time.perf_counter() - started) * 1000
     outcome = f"error: {reply['error']}" if "error" in reply else "ok"
@@ -160,7 +242,7 @@ def _log_call(exchange: Exchange, call: Call, reply: dict[str, Any], started: fl
         "%s %s key=%s params=%s -> %s (%.1f ms)",
         exchange.name,
         call.method,
-        mask(call.access_key),
+        fingerprint(call.access_key),
         json.dumps(mask_params(call.params), ensure_ascii=False),
         outcome,
         elapsed,
