@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Dial", "DialError", "__version__", "last_error", "wait"]
+__all__ = ["Dial", "DialError", "Link", "__version__", "last_error", "wait"]
 
 if TYPE_CHECKING:
     from .dialer import Dial
     from .errors import DialError, last_error
+    from .link import Link
     from .select import wait
 
 
@@ -29,6 +30,10 @@ def __getattr__(name: str) -> Any:
         from . import errors
 
         return getattr(errors, name)
+    if name == "Link":
+        from .link import Link
+
+        return Link
     if name == "wait":
         from .select import wait
 

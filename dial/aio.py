@@ -26,45 +26,58 @@ from collections.abc import Iterable
 from typing import Any
 
 from .address import parse, redact
-from .buffer import Message, MessageBuffer
+from .buffer import Message
 from .connection import OUTBOX_LIMIT, SessionView
-from .dialer import connect_timeout, dial_failed
+from .dialer import Hook, connect_timeout, dial_failed
 from .errors import DialError, remember
-from .session import Session
+from .link import AsyncLink, OnConnect
+from .session import DEFAULT_ON_CONNECT_TIMEOUT, Session
 from .transports import load
 from .transports.base import DatabaseBackend
 
-__all__ = ["AsyncConnection", "AsyncDatabaseConnection", "dial", "wait"]
+__all__ = ["AsyncConnection", "AsyncDatabaseConnection", "AsyncLink", "dial", "wait"]
 
 
 async def dial(
-    address: str | int, timeout: float | None = None, *, raise_errors: bool = False
+    address: str | int,
+    timeout: float | None = None,
+    *,
+    raise_errors: bool = False,
+    on_connect: OnConnect | None = None,
+    on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
 ) -> Any:
     """`await dial.aio.dial(address)`: an `AsyncConnection` (streams) or
     `AsyncDatabaseConnection` (databases, or an `fd()` handle), or None on failure with the
-    reason in `dial.last_error()` (`raise_errors=True` raises `DialError` instead)."""
+    reason in `dial.last_error()` (`raise_errors=True` raises `DialError` instead).
+
+    `on_connect`: as for `Dial`; an `async def hook(link)` gets an `AsyncLink` (`await
+    link.send(...)`, `await link.recv(timeout)`) and runs on this loop, a plain function
+    gets a blocking `Link` and runs in a thread."""
     try:
-        connection = await _dial(address, connect_timeout(timeout), raise_errors)
+        hook = Hook.checked(on_connect, on_connect_timeout)
+        connection = await _dial(address, connect_timeout(timeout), raise_errors, hook)
     except Exception as exc:
         return dial_failed("dial", address, exc, raise_errors)
     remember(None)
     return connection
 
 
-async def _dial(address: str | int, timeout: float, raise_errors: bool) -> Any:
+async def _dial(address: str | int, timeout: float, raise_errors: bool, hook: Hook) -> Any:
     if isinstance(address, int) and not isinstance(address, bool):
         from .database import reuse_handle
 
+        hook.for_database("a database handle")
         return AsyncDatabaseConnection(reuse_handle(address, raise_errors))
     parsed = parse(address)
     transport_class = load(parsed.scheme)
     if issubclass(transport_class, DatabaseBackend):
         from .database import open_database
 
+        hook.for_database(f"{parsed.scheme}://")
         backend = transport_class(parsed)
         sync = await asyncio.to_thread(open_database, backend, timeout, raise_errors)
         return AsyncDatabaseConnection(sync)
-    session = Session(parsed, transport_class(parsed), MessageBuffer())
+    session = hook.session(parsed, transport_class(parsed))
     await session.open(timeout)
     return AsyncConnection(session)
 

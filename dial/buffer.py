@@ -20,7 +20,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["CAPACITY", "FlowControl", "Message", "MessageBuffer", "as_message"]
+__all__ = [
+    "CAPACITY",
+    "FlowControl",
+    "Message",
+    "MessageBuffer",
+    "binary_frame",
+    "raw_message",
+    "text_message",
+]
 
 CAPACITY = 2000
 PAUSE_LIMIT = 0.05  # seconds a paused socket waits for an active reader before reading again
@@ -30,12 +38,35 @@ _monotonic = time.monotonic
 DISCONNECTED = ""  # what read() returns once the buffer is drained and the link is down
 
 
-def as_message(data: bytes | bytearray | memoryview) -> Message:
-    """Received bytes as the user sees them: str when valid UTF-8, else the raw bytes."""
-    try:
-        return str(data, "utf-8")
-    except UnicodeDecodeError:
-        return bytes(data)
+# What read() returns depends on the transport and the frame kind, never on the content
+# (DESIGN.md §2), so a binary reply that happens to be ASCII cannot change type under a
+# struct.unpack. Every transport hands its data to exactly one of these:
+#   raw sockets (tcp, tls, unix, udp), WebSocket binary frames      -> bytes  (raw_message)
+#   WebSocket text frames, frames inflated by `compress`, broker payloads -> str (text_message)
+# Text is decoded with errors="surrogateescape": nothing is lost (encode it the same way to get
+# the exact bytes back) and the type stays str even for a payload that is not UTF-8.
+
+
+def raw_message(data: bytes | bytearray | memoryview) -> bytes:
+    """A payload that is bytes by contract (no copy when it already is `bytes`)."""
+    return bytes(data)
+
+
+def text_message(data: bytes | bytearray | memoryview) -> str:
+    """A payload that is text by contract; invalid UTF-8 survives as surrogate escapes."""
+    return str(data, "utf-8", "surrogateescape")
+
+
+def binary_frame(
+    data: bytes | bytearray | memoryview, inflate: Callable[[bytes], bytes | None] | None
+) -> Message:
+    """A WebSocket binary frame: str when the `compress` codec inflated it (exchanges
+    compress JSON text), else the frame's own bytes (a frame the codec passed through)."""
+    if inflate is not None:
+        inflated = inflate(data)  # type: ignore[arg-type]
+        if inflated is not None:
+            return text_message(inflated)
+    return raw_message(data)
 
 
 class FlowControl(Protocol):

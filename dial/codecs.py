@@ -2,7 +2,8 @@
 
 `gzip` is RFC 1952 (Huobi), `gzip_raw` raw DEFLATE, RFC 1951 (OKX), `deflate`/`zlib` the
 zlib-wrapped RFC 1950 stream HTTP calls deflate. Decoding is lenient on purpose: a frame that
-is not compressed (OKX's plain `pong`, a text frame) passes through untouched.
+is not compressed (OKX's plain `pong`, a text frame) passes through untouched, and `decode`
+says so by returning None, because what read() returns depends on it (see `dial.buffer`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Codec:
     def __init__(self, name: str) -> None:
         wbits = _WBITS[name]
         self.name = name
-        self.decode: Callable[[bytes], bytes] = _decoder(wbits)
+        self.decode: Callable[[bytes], bytes | None] = _decoder(wbits)
         self.encode: Callable[[bytes], bytes] = _encoder(wbits)
 
 
@@ -35,18 +36,19 @@ class MessageTooLarge(ValueError):
     pass
 
 
-def _decoder(wbits: int) -> Callable[[bytes], bytes]:
+def _decoder(wbits: int) -> Callable[[bytes], bytes | None]:
     decompressobj, error = zlib.decompressobj, zlib.error
 
-    def decode(data: bytes) -> bytes:
+    def decode(data: bytes) -> bytes | None:
+        """The inflated message, or None when `data` is not one whole compressed stream."""
         decompressor = decompressobj(wbits)
         try:
             decoded = decompressor.decompress(data, MAX_DECODED_BYTES)
         except error:
-            return data
+            return None
         if decompressor.unconsumed_tail:
             raise MessageTooLarge(f"message inflates to more than {MAX_DECODED_BYTES} bytes")
-        return decoded if decompressor.eof else data  # not a whole compressed stream
+        return decoded if decompressor.eof else None
 
     return decode
 

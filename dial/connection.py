@@ -45,6 +45,7 @@ class Stats:
     heartbeats_missed: int = 0  # pongs that did not come back within the deadline
     stale_restarts: int = 0  # links dropped by the idle= watchdog
     uptime: float | None = None  # seconds the current link has been up, None while down
+    on_connect_failures: int = 0  # connect attempts failed by the on_connect hook
 
 
 class SessionView:
@@ -176,6 +177,7 @@ def session_stats(session: Session) -> Stats:
         heartbeats_missed=session.heartbeats_missed,
         stale_restarts=session.stale_restarts,
         uptime=now - session.link_started if is_open else None,
+        on_connect_failures=session.on_connect_failures,
     )
 
 

@@ -300,7 +300,42 @@ def Dial(address: str | int, timeout: float | None = None) -> Any:
     if connection is None:
         shown = redact(address) if isinstance(address, str) else address
         Log(f"Dial({shown}) failed: {last_error()}", "#FF0000")
+        return None
+    session = getattr(connection, "_session", None)
+    if session is not None and session.address.scheme in RAW_SOCKETS:
+        return TextReads(connection)
     return connection
+
+
+RAW_SOCKETS = frozenset({"tcp", "tls", "unix", "udp"})
+
+
+class TextReads:
+    """A raw-socket connection whose read() gives text, as FMZ gives scripts strings there
+    (`Log(buf)`, `buf == ""`), while dialkit itself returns bytes; invalid UTF-8 becomes
+    U+FFFD. Everything else is the wrapped connection's, so `dial.wait()` accepts it."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def read(self, timeout: float | None = None) -> Any:
+        message = self._connection.read(timeout)
+        return message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def __enter__(self) -> TextReads:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._connection.close()
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return repr(self._connection)
 
 
 # -- exchange.HMAC / Encode ------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """The connect / reconnect supervisor, written once for every streaming transport.
 
 A `Session` lives on one event loop (the reactor thread, or the caller's loop for `dial.aio`).
-It connects its transport, sends the `payload` after every successful connect, keeps the
-buffer's connected flag true only while the link is usable, serialises outgoing messages
-through one drain task, and - with `reconnect=true` - reconnects after a loss (every `interval`
-ms, or with `backoff=exp` a capped exponential delay with jitter) until it succeeds or the
-connection is closed.
+It connects its transport, sends the `payload` after every successful connect, then runs the
+`on_connect` hook (a fresh login, see `dial.link`), keeps the buffer's connected flag true only
+while the link is usable, serialises outgoing messages through one drain task, and - with
+`reconnect=true` - reconnects after a loss (every `interval` ms, or with `backoff=exp` a capped
+exponential delay with jitter) until it succeeds or the connection is closed.
 
 Staying alive is decided here too, the same way for every transport: with `ping=S` a heartbeat
 (the transport's ping frame, or the `pingText` message) goes out every S seconds and must be
@@ -21,23 +21,37 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .address import Address, redact
 from .buffer import Message, MessageBuffer
 from .errors import ConnectError, DialError
+from .link import AsyncLink, Link, OnConnect, is_async_hook, run_in_thread
 from .transports.base import Receiver, StreamTransport
 
-__all__ = ["Session"]
+__all__ = ["DEFAULT_ON_CONNECT_TIMEOUT", "HookFailed", "Session"]
 
 log = logging.getLogger("dial")
 
 CLOSE_FLUSH_SECONDS = 2.0
+DEFAULT_ON_CONNECT_TIMEOUT = 10.0  # seconds an on_connect hook may take
+
+
+class HookFailed(ConnectError):
+    """The `on_connect` hook raised or overran: this connect attempt failed."""
 
 
 class Session(Receiver):
-    def __init__(self, address: Address, transport: StreamTransport, buffer: MessageBuffer):
+    def __init__(
+        self,
+        address: Address,
+        transport: StreamTransport,
+        buffer: MessageBuffer,
+        *,
+        on_connect: OnConnect | None = None,
+        on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
+    ):
         self.address = address
         self.transport = transport
         self.buffer = buffer
@@ -54,6 +68,10 @@ class Session(Receiver):
         self.last_rtt: float | None = None  # seconds, of the last answered heartbeat
         self.heartbeats_missed = 0
         self.stale_restarts = 0
+        self.on_connect = on_connect
+        self.on_connect_timeout = on_connect_timeout
+        self.on_connect_failures = 0
+        self._hook_link: AsyncLink | None = None  # while the hook runs: holds every message
         if not transport.counts_bytes_in:
             self.deliver = self._deliver_counting
         self.link_started = 0.0  # time.monotonic() of the current link's connect
@@ -84,30 +102,86 @@ class Session(Receiver):
         if self.transport.flow_control:
             self.buffer.set_flow_control(self)
         try:
-            await asyncio.wait_for(self._connect_once(), timeout)
-        except asyncio.TimeoutError:
-            await self._abandon()
-            raise ConnectError(f"no connection within {timeout:g} s") from None
+            await self._connect_once(timeout)
         except BaseException:
             await self._abandon()
             raise
         self._spawn(self._drain_forever())
 
-    async def _connect_once(self) -> None:
+    async def _connect_once(self, timeout: float) -> None:
+        """Connect, send `payload`, run the hook; only then is the link usable. `timeout`
+        bounds the connect and payload; the hook has its own `on_connect_timeout`."""
         self.state, self._early_loss = "connecting", None
-        await self.transport.connect(self)
+        link = None
+        if self.on_connect is not None:  # hold messages from the first byte, for the hook
+            link = self._hook_link = AsyncLink(self._send_now, self.name)
+            self._install_interceptors()
+        try:
+            try:
+                await asyncio.wait_for(self._link_up(), timeout)
+            except asyncio.TimeoutError:
+                raise ConnectError(f"no connection within {timeout:g} s") from None
+            if link is not None:
+                await self._run_on_connect(link)
+        except BaseException:
+            if link is not None:
+                self._release(link)  # the attempt failed: what it held goes with it
+            raise
+        held = self._release(link) if link is not None else []
         self.state = "open"
         self.connected_at = time.time()
         self.link_started = time.monotonic()
-        payload = self.address.options.payload
-        if payload is not None and self._early_loss is None:
-            await self.transport.send(payload)
-            self._count_out(payload)
+        for message in held:  # what the hook did not take, in arrival order, before new ones
+            self.buffer.put(message)
         self.buffer.set_connected(True)
-        if self._early_loss is not None:  # the link died before connect() even returned
+        if self._early_loss is not None:  # the link died before it became usable
             self.lost(self._early_loss)
         else:
             self._start_watchdogs()
+
+    async def _link_up(self) -> None:
+        await self.transport.connect(self)
+        payload = self.address.options.payload
+        if payload is not None and self._early_loss is None:
+            await self._send_now(payload)
+
+    async def _send_now(self, data: Message) -> None:
+        """Send on the link directly, ahead of the outbox (payload, the hook's sends)."""
+        await self.transport.send(data)
+        self._count_out(data)
+
+    async def _run_on_connect(self, link: AsyncLink) -> None:
+        """Run the hook (async: on this loop; plain: in a thread) within its timeout; any
+        exception or overrun fails this connect attempt with the reason kept."""
+        limit = self.on_connect_timeout
+        try:
+            error = await asyncio.wait_for(_outcome(self._call_hook(link)), limit)
+        except asyncio.TimeoutError:
+            reason = f"did not return within {limit:g} s"
+        else:
+            if error is None:
+                return
+            text = str(error)
+            reason = redact(f"{error.__class__.__name__}: {text}" if text else repr(error))
+        self.on_connect_failures += 1
+        raise HookFailed(f"on_connect failed: {reason}")
+
+    async def _call_hook(self, link: AsyncLink) -> None:
+        hook = self.on_connect
+        assert hook is not None and self._loop is not None
+        if is_async_hook(hook):
+            await hook(link)
+        else:
+            await run_in_thread(hook, Link(link, self._loop))
+
+    def _release(self, link: AsyncLink) -> list[Message]:
+        """End the hook's hold on incoming messages; returns what it did not take."""
+        held = link.finish()
+        self.buffer.dropped += link.dropped
+        if self._hook_link is link:
+            self._hook_link = None
+            self._install_interceptors()
+        return held
 
     async def _abandon(self) -> None:
         self.state = "closed"
@@ -124,6 +198,8 @@ class Session(Receiver):
         """Called by the transport when a live link breaks (and by the watchdogs)."""
         if self.state == "connecting":
             self._early_loss = reason
+            if self._hook_link is not None:
+                self._hook_link.lost(reason)
             return
         if self.state != "open":
             return
@@ -176,13 +252,14 @@ class Session(Receiver):
             if self.state != "down":
                 return
             try:
-                await asyncio.wait_for(self._connect_once(), max(interval * 5, 10.0))
+                await self._connect_once(max(interval * 5, 10.0))
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # any failure: try again after interval
                 self.state = "down"
                 self.last_reason = describe_error(exc)
-                log.info("%s: reconnect failed (%s)", self.name, self.last_reason)
+                level = logging.WARNING if isinstance(exc, HookFailed) else logging.INFO
+                log.log(level, "%s: reconnect failed (%s)", self.name, self.last_reason)
                 await self._close_transport()
                 continue
             self.reconnects += 1
@@ -296,7 +373,10 @@ class Session(Receiver):
 
     def _deliver_counting(self, message: Message) -> None:
         """`deliver` for transports that do not count wire bytes themselves."""
-        self.bytes_in += len(message.encode() if isinstance(message, str) else message)
+        size = len(
+            message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
+        )
+        self.bytes_in += size
         self.buffer.put(message)
 
     def add_interceptor(self, intercept: Callable[[Message], bool]) -> None:
@@ -313,6 +393,9 @@ class Session(Receiver):
         self._install_interceptors()
 
     def _install_interceptors(self) -> None:
+        if self._hook_link is not None:  # the hook sees everything first; the rest after it
+            self.buffer.set_intercept(self._hook_link.hold)
+            return
         chain = tuple(self._interceptors)
         if not chain:
             self.buffer.set_intercept(None)
@@ -370,6 +453,16 @@ class Session(Receiver):
     def _count_out(self, data: Message) -> None:
         self.messages_out += 1
         self.bytes_out += len(data.encode() if isinstance(data, str) else data)
+
+
+async def _outcome(work: Awaitable[None]) -> Exception | None:
+    """Await the hook; its exception is returned, so a timeout of the hook itself is told
+    apart from a TimeoutError the hook raised (e.g. its `recv()` got no answer)."""
+    try:
+        await work
+    except Exception as exc:
+        return exc
+    return None
 
 
 def describe_error(exc: BaseException) -> str:

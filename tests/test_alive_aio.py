@@ -33,7 +33,7 @@ def test_read_write_and_timeouts(server: AliveServer) -> None:
         assert await ws.write("one") == 3
         assert await ws.write(b"\xff\x00") == 2
         assert await ws.read() == "one"
-        assert await ws.read(2000) == b"\xff\x00"  # not UTF-8: bytes
+        assert await ws.read(2000) == b"\xff\x00"  # a binary frame: bytes
         assert await ws.read(-1) is None
         started = time.monotonic()
         assert await ws.read(100) is None

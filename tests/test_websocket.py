@@ -39,6 +39,8 @@ def test_uncompressed_frames_pass_through_the_codec(ws_server: WsServer) -> None
         assert conn.read(3000) == "pong"
         conn.write("bin:00ff10")  # binary, not deflate data, not UTF-8
         assert conn.read(3000) == b"\x00\xff\x10"
+        conn.write("bin:706f6e67")  # a binary "pong" the codec cannot inflate: bytes
+        assert conn.read(3000) == b"pong"
 
 
 def test_send_mode_compresses_outgoing_messages(ws_server: WsServer) -> None:
@@ -71,12 +73,24 @@ def test_payload_is_sent_after_connect(ws_server: WsServer) -> None:
         assert conn.read(3000) == '{"op":"subscribe","args":["a=b&c"]}'
 
 
-def test_non_utf8_binary_message_is_returned_as_bytes(ws_server: WsServer) -> None:
+def test_read_type_follows_the_frame_kind_not_the_content(ws_server: WsServer) -> None:
     with Dial(ws_server.url) as conn:
+        conn.write("echo:text frame")
+        assert conn.read(3000) == "text frame"  # str
         conn.write(b"\xff\xfe\x00")
         assert conn.read(3000) == b"\xff\xfe\x00"
-        conn.write("bin:68690a")  # valid UTF-8 in a binary frame
-        assert conn.read(3000) == "hi\n"
+        conn.write("bin:68690a")  # valid UTF-8, but in a binary frame: still bytes
+        assert conn.read(3000) == b"hi\n"
+
+
+def test_inflated_binary_frames_are_str_even_when_not_utf8(ws_server: WsServer) -> None:
+    with Dial(f"{ws_server.url}|compress=gzip") as conn:
+        conn.write(gzip.compress(b'{"px":"\xff"}'))  # echoed back as a binary frame
+        message = conn.read(3000)
+        assert message == '{"px":"\udcff"}'  # str; surrogateescape keeps the stray byte
+        assert message.encode("utf-8", "surrogateescape") == b'{"px":"\xff"}'
+        conn.write("bin:68690a")  # binary, not gzip: the codec passes it through as bytes
+        assert conn.read(3000) == b"hi\n"
 
 
 @pytest.fixture
@@ -117,10 +131,13 @@ def raw_ws_server() -> Iterator[Callable[[bytes], str]]:
         listener.close()
 
 
-def test_text_frame_with_invalid_utf8_comes_back_as_bytes(raw_ws_server) -> None:
-    """A sloppy server sending non-UTF-8 in a text frame must not kill the connection."""
+def test_text_frame_with_invalid_utf8_stays_str(raw_ws_server) -> None:
+    """A sloppy server sending non-UTF-8 in a text frame must not kill the connection, and
+    the frame is still a str (nothing lost: surrogateescape gives the bytes back)."""
     conn = Dial(raw_ws_server(b"\x81\x02\xff\xfe" + b"\x81\x02ok"))
-    assert conn.read(2000) == b"\xff\xfe"
+    message = conn.read(2000)
+    assert message == "\udcff\udcfe"
+    assert message.encode("utf-8", "surrogateescape") == b"\xff\xfe"
     assert conn.read(2000) == "ok"
     assert conn.connected
     conn.close()

@@ -21,7 +21,7 @@ from aio_pika.exceptions import ChannelClosed
 from pamqp.commands import Basic
 
 from ..address import Address, split_host_port
-from ..buffer import Message, as_message
+from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from .base import Receiver, StreamTransport
@@ -140,7 +140,7 @@ class AmqpTransport(StreamTransport):
             deliver = receiver.deliver
 
             async def on_delivery(message: Any) -> None:
-                deliver(as_message(message.body))
+                deliver(text_message(message.body))
 
             await underlay.basic_consume(queue.name, on_delivery, no_ack=True)
         except asyncio.CancelledError:

@@ -17,7 +17,8 @@ __all__ = ["DatabaseBackend", "Receiver", "StreamTransport"]
 class Receiver:
     """What a transport reports to. Both callbacks run on the reactor thread.
 
-    `deliver(message)` hands over one received message (str when valid UTF-8, else bytes).
+    `deliver(message)` hands over one received message, typed by the rule in `dial.buffer`
+    (`raw_message`, `text_message`, `binary_frame`): by transport and frame kind, not content.
     `lost(reason)` says the live link is gone (peer closed, error); call it at most once per
     successful `connect()` and never after `close()` started.
     """

@@ -27,7 +27,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.conn import CloseReason
 
 from ..address import Address, split_host_port
-from ..buffer import Message, as_message
+from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import parse_target
 from .base import Receiver, StreamTransport
@@ -203,7 +203,7 @@ class KafkaTransport(StreamTransport):
                 for record in records:
                     value = record.value
                     if value is not None:  # a tombstone carries no message
-                        deliver(as_message(value))
+                        deliver(text_message(value))
                 if track and records:
                     positions[tp] = records[-1].offset + 1
 

@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ..address import Address, split_host_port
-from ..buffer import Message, as_message
+from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from .base import Receiver, StreamTransport
@@ -368,7 +368,7 @@ class _Link:
             self._step.set_result(codes)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        self.deliver(as_message(message.payload))
+        self.deliver(text_message(message.payload))
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any

@@ -15,7 +15,7 @@ import nats
 import nats.errors
 
 from ..address import Address, split_host_port
-from ..buffer import Message, as_message
+from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_target
 from .base import Receiver, StreamTransport
@@ -81,7 +81,7 @@ class NatsTransport(StreamTransport):
         deliver = receiver.deliver
 
         async def on_message(msg: Any) -> None:
-            deliver(as_message(msg.data))
+            deliver(text_message(msg.data))
 
         try:
             client = await nats.connect(

@@ -1,6 +1,7 @@
 """Raw sockets: `tcp://h:p`, `tls://h:p`, `unix:///path`, `udp://h:p`.
 
-`read()` returns what one receive returned (a datagram for udp); `write()` sends bytes.
+`read()` returns the bytes one receive returned (a datagram for udp), always `bytes`;
+`write()` sends bytes.
 This module also holds `open_stream`, the one place that turns (host, port, TLS, SOCKS proxy)
 into a connected asyncio transport; the WebSocket transport reuses it.
 """
@@ -14,7 +15,7 @@ import ssl
 from typing import Any
 
 from ..address import Address, redact, split_host_port
-from ..buffer import Message, as_message
+from ..buffer import Message, raw_message
 from ..errors import AddressError, ConnectError, MissingDependency
 from .base import Receiver, StreamTransport
 
@@ -163,7 +164,7 @@ class _ByteStream(StreamProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._receiver.bytes_in += len(data)
-        self._deliver(as_message(data))
+        self._deliver(raw_message(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -269,7 +270,7 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._deliver(as_message(data))
+        self._deliver(raw_message(data))
 
     def error_received(self, exc: Exception) -> None:
         pass  # e.g. ICMP port unreachable: UDP has no link to lose; the next write retries

@@ -22,7 +22,7 @@ from websockets.uri import parse_uri
 
 from .. import __version__
 from ..address import Address, redact, split_host_port
-from ..buffer import Message, as_message
+from ..buffer import Message, binary_frame, text_message
 from ..codecs import get_codec
 from ..errors import AddressError, ConnectError
 from .base import Receiver, StreamTransport
@@ -95,9 +95,9 @@ class _WebSocketStream(StreamProtocol):
                 continue
             opcode = event.opcode
             if event.fin and opcode is _TEXT:
-                deliver(as_message(event.data))  # invalid UTF-8: bytes, not a crash
+                deliver(text_message(event.data))  # invalid UTF-8: escaped, not a crash
             elif event.fin and opcode is _BINARY:
-                deliver(as_message(decode(event.data) if decode else event.data))
+                deliver(binary_frame(event.data, decode))
             elif opcode is _CLOSE:
                 self._lost(self._close_reason())
             elif opcode is _PONG:
@@ -117,9 +117,9 @@ class _WebSocketStream(StreamProtocol):
             data = b"".join(self._fragments)
             self._fragments = []
             if self._fragment_opcode is _TEXT:
-                self.deliver(as_message(data))
+                self.deliver(text_message(data))
             else:
-                self.deliver(as_message(self.decode(data) if self.decode else data))
+                self.deliver(binary_frame(data, self.decode))
 
     def _pong(self, data: bytes) -> None:
         # A pong answers its own ping and, as in RFC 6455 practice, every earlier one.

@@ -17,7 +17,9 @@ import pytest
 
 IN_CI = bool(os.environ.get("CI"))
 ROOT = Path(__file__).resolve().parents[2]
-STATE = ROOT / ".services"  # data directories and logs of the daemons we start
+# Data directories and logs of the daemons we start: outside the checkout, which may sit under a
+# private parent (/root is mode 700) that the postgres/mysql/clickhouse users cannot traverse.
+STATE = Path(tempfile.gettempdir()) / f"dialkit-services-{os.getuid()}"
 
 _started: list[subprocess.Popen[bytes]] = []
 _apt_updated = False
@@ -134,7 +136,8 @@ def kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def temp_dir(prefix: str) -> Path:
-    STATE.mkdir(exist_ok=True)
+    STATE.mkdir(mode=0o755, exist_ok=True)
+    STATE.chmod(0o755)  # traversable by the daemons' own users
     return Path(tempfile.mkdtemp(prefix=prefix, dir=STATE))
 
 
