@@ -43,11 +43,11 @@ def test_read_prints_n_messages_and_exits_0(simulator: Simulator, capsys) -> Non
     assert main(["read", simulator.url("binance"), "-n", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3
-    assert all(json.loads(line)[0]["e"] == "24hrTicker" for line in out)
+    assert all(json.loads(line)[0]["e"] == "24hrMiniTicker" for line in out)
 
 
 def test_read_json_gives_one_json_value_per_line(simulator: Simulator, capsys) -> None:
-    address = f"{simulator.url('okx')}|compress=gzip_raw&payload={OKX_SUB}"
+    address = f"{simulator.url('okx')}|payload={OKX_SUB}"
     assert main(["read", address, "-n", "2", "--json"]) == 0
     values = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert values[0]["event"] == "subscribe"
@@ -127,7 +127,7 @@ def test_read_without_n_ends_0_when_the_peer_closes(own_simulator: Simulator, ca
 
 
 def test_read_with_reconnect_survives_a_drop(own_simulator: Simulator, capsys) -> None:
-    options = f"compress=gzip_raw&reconnect=true&interval=100&payload={OKX_SUB}"
+    options = f"reconnect=true&interval=100&payload={OKX_SUB}"
     address = f"{own_simulator.url('okx')}|{options}"
     timer = threading.Timer(0.8, own_simulator.drop_all)
     timer.start()
@@ -180,7 +180,7 @@ def test_no_status_line_when_stderr_is_not_a_terminal(simulator: Simulator) -> N
 
 def test_read_ctrl_c_exits_130_without_traceback(simulator: Simulator) -> None:
     script = Script([*DIAL, "read", simulator.url("binance")])
-    assert script.wait_for("24hrTicker")
+    assert script.wait_for("24hrMiniTicker")
     assert script.interrupt() == 130
     assert "Traceback" not in script.err
 
@@ -320,7 +320,7 @@ def test_simulate_serves_until_terminated() -> None:
             main(
                 [
                     "read",
-                    f"ws://127.0.0.1:{port}/ws/v5/public|payload={OKX_SUB}&compress=gzip_raw",
+                    f"ws://127.0.0.1:{port}/ws/v5/public|payload={OKX_SUB}",
                     "-n",
                     "2",
                 ]
@@ -331,6 +331,19 @@ def test_simulate_serves_until_terminated() -> None:
         script.process.send_signal(signal.SIGTERM)
     assert script.wait() == 0
     assert "Traceback" not in script.err
+
+
+def test_simulate_help_lists_every_venue_path_and_channel() -> None:
+    result = run([*DIAL, "simulate", "--help"], seconds=30)
+    assert result.returncode == 0, result.stderr
+    for venue in ("binance", "okx", "huobi"):
+        assert f"{venue} (stands in for wss://" in result.stdout
+    for served in (
+        "/ws/<stream>", "/stream?streams=", "@aggTrade", "@depth", "@kline_", "!miniTicker@arr",
+        "/api/v3/depth", "/ws/v5/public", "/ws/v5/business", "/ws/v5/private", "books5",
+        "bbo-tbt", "candle1m", "orders", "market.<symbol>.ticker", "depth.step0-5", "trade.detail", "bbo",
+    ):  # fmt: skip
+        assert served in result.stdout, served
 
 
 def test_simulate_ctrl_c_exits_0() -> None:
@@ -371,4 +384,4 @@ def test_installed_entry_point(simulator: Simulator) -> None:
     assert dial.exists(), "pip install -e . installs the `dial` entry point next to python"
     result = run([str(dial), "read", simulator.url("binance"), "-n", "1"])
     assert result.returncode == 0
-    assert "24hrTicker" in result.stdout
+    assert "24hrMiniTicker" in result.stdout

@@ -202,19 +202,16 @@ def test_failed_dial_logs_the_reason_and_returns_none(capsys) -> None:
 def fmz_simulator() -> Iterator[Simulator]:
     """Slow enough that FMZ's one-read-per-second loops keep up; knows FMZ's "xxx" keys."""
     with Simulator(
-        rate=0.5, huobi_ping_interval=1.5, okx_credentials={"xxx": ("xxx", "xxx")}
+        rate=0.5,
+        huobi_ping_interval=1.5,
+        okx_credentials={"xxx": ("xxx", "xxx")},
+        binance_legacy_ticker_arr=True,  # FMZ's example reads the retired !ticker@arr
     ) as sim:
         yield sim
 
 
 def redirect_env(sim: Simulator, **extra: str) -> dict[str, str]:
-    base = f"ws://127.0.0.1:{sim.port}"
-    rules = [
-        f"wss://stream.binance.com:9443={base}",
-        f"wss://ws.okx.com:8443={base}",
-        f"wss://api.huobi.pro={base}",
-    ]
-    return script_env(DIAL_REDIRECT=" ".join(rules), **extra)
+    return script_env(DIAL_REDIRECT=sim.redirect_rules(), **extra)
 
 
 def fmz_script(name: str, env: dict[str, str]) -> Script:

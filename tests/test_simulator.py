@@ -43,185 +43,6 @@ def okx_login(
     return json.dumps({"op": "login", "args": [args]})
 
 
-# -- Binance -------------------------------------------------------------------------------------
-
-
-def test_binance_pushes_arrays_of_24h_tickers_that_random_walk(simulator: Simulator) -> None:
-    with connect(simulator.url("binance"), open_timeout=5) as ws:
-        first = json.loads(ws.recv(timeout=5))
-        pushes = [json.loads(ws.recv(timeout=5)) for _ in range(5)]
-    assert isinstance(first, list) and len(first) >= 3
-    for ticker in first:
-        assert ticker.keys() >= TICKER_FIELDS
-        assert ticker["e"] == "24hrTicker"
-        assert float(ticker["l"]) <= float(ticker["c"]) <= float(ticker["h"])
-        assert float(ticker["b"]) < float(ticker["a"])
-    assert {t["s"] for t in first} >= {"BTCUSDT", "ETHUSDT"}
-    btc = [float(next(t["c"] for t in push if t["s"] == "BTCUSDT")) for push in [first, *pushes]]
-    assert len(set(btc)) > 1, "prices never moved"
-    assert [p[0]["E"] for p in pushes] == sorted(p[0]["E"] for p in pushes)
-
-
-def test_binance_single_symbol_stream_and_control_requests(simulator: Simulator) -> None:
-    url = simulator.url("binance").replace("!ticker@arr", "ethusdt@ticker")
-    with connect(url, open_timeout=5) as ws:
-        ticker = json.loads(ws.recv(timeout=5))
-        ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
-        answers = [json.loads(ws.recv(timeout=5)) for _ in range(4)]
-    assert ticker["s"] == "ETHUSDT"
-    assert {"result": [], "id": 7} in answers
-
-
-# -- OKX -----------------------------------------------------------------------------------------
-
-
-def test_okx_public_frames_are_raw_deflate_and_ping_gets_plain_pong(simulator: Simulator) -> None:
-    with connect(simulator.url("okx"), open_timeout=5) as ws:
-        ws.send(json.dumps(OKX_SUB))
-        ack = ws.recv(timeout=5)
-        push = ws.recv(timeout=5)
-        ws.send("ping")
-        replies = [ws.recv(timeout=5) for _ in range(3)]
-    assert isinstance(ack, bytes) and isinstance(push, bytes)
-    with pytest.raises(zlib.error):  # no zlib header: raw DEFLATE only (RFC 1951)
-        zlib.decompress(push)
-    assert inflate_raw(ack) == {
-        "event": "subscribe",
-        "arg": OKX_SUB["args"][0],
-        "connId": inflate_raw(ack)["connId"],
-    }
-    data = inflate_raw(push)
-    assert data["arg"] == {"channel": "tickers", "instId": "BTC-USDT"}
-    assert {"instId", "last", "bidPx", "askPx", "high24h", "low24h", "ts"} <= data["data"][0].keys()
-    assert "pong" in replies  # text, uncompressed
-
-
-def test_okx_rejects_unknown_instrument_and_bad_json(simulator: Simulator) -> None:
-    with connect(simulator.url("okx"), open_timeout=5) as ws:
-        ws.send(
-            json.dumps({"op": "subscribe", "args": [{"channel": "tickers", "instId": "NOPE-USDT"}]})
-        )
-        unknown = inflate_raw(ws.recv(timeout=5))
-        ws.send("{not json")
-        bad = inflate_raw(ws.recv(timeout=5))
-    assert unknown["event"] == "error" and unknown["code"] == "60018"
-    assert "NOPE-USDT" in unknown["msg"]
-    assert bad["event"] == "error" and bad["code"] == "60012"
-
-
-def test_okx_private_login_checks_the_hmac_then_streams_positions(simulator: Simulator) -> None:
-    with connect(simulator.url("okx-private"), open_timeout=5) as ws:
-        ws.send(
-            json.dumps({"op": "subscribe", "args": [{"channel": "positions", "instType": "ANY"}]})
-        )
-        early = json.loads(ws.recv(timeout=5))
-        ws.send(okx_login(secret="wrong-secret"))
-        wrong = json.loads(ws.recv(timeout=5))
-        ws.send(okx_login(passphrase="wrong"))
-        wrong_passphrase = json.loads(ws.recv(timeout=5))
-        ws.send(okx_login(skew=-120))
-        stale = json.loads(ws.recv(timeout=5))
-        ws.send(okx_login(api_key="who"))
-        unknown_key = json.loads(ws.recv(timeout=5))
-        ws.send(okx_login())
-        ok = json.loads(ws.recv(timeout=5))
-        ws.send(
-            json.dumps({"op": "subscribe", "args": [{"channel": "positions", "instType": "ANY"}]})
-        )
-        ack = json.loads(ws.recv(timeout=5))
-        snapshot = json.loads(ws.recv(timeout=5))
-        update = json.loads(ws.recv(timeout=5))
-    assert (early["event"], early["code"]) == ("error", "60011")  # Please log in
-    assert (wrong["event"], wrong["code"]) == ("error", "60007")  # Invalid sign
-    assert wrong_passphrase["code"] == "60024"
-    assert stale["code"] == "60006"
-    assert unknown_key["code"] == "60005"
-    assert ok == {"event": "login", "code": "0", "msg": "", "connId": ok["connId"]}
-    assert ack["event"] == "subscribe"
-    for push in (snapshot, update):
-        assert push["arg"]["channel"] == "positions"
-        assert {"instId", "posSide", "pos", "avgPx", "markPx", "upl"} <= push["data"][0].keys()
-
-
-def test_okx_private_frames_are_plain_text(simulator: Simulator) -> None:
-    with connect(simulator.url("okx-private"), open_timeout=5) as ws:
-        ws.send(okx_login())
-        assert isinstance(ws.recv(timeout=5), str)
-
-
-def test_okx_accepts_custom_credentials() -> None:
-    with (
-        Simulator("okx", okx_credentials={"k1": ("s1", "p1")}) as sim,
-        connect(sim.url("okx-private")) as ws,
-    ):
-        ws.send(okx_login("k1", "s1", "p1"))
-        assert json.loads(ws.recv(timeout=5))["code"] == "0"
-        ws.send(okx_login())  # the demo key is not configured on this one
-        assert json.loads(ws.recv(timeout=5))["code"] == "60005"
-
-
-# -- Huobi ---------------------------------------------------------------------------------------
-
-
-def test_huobi_gzips_every_frame_acks_sub_and_pushes_detail(simulator: Simulator) -> None:
-    with connect(simulator.url("huobi"), open_timeout=5) as ws:
-        ws.send(json.dumps({"sub": "market.btcusdt.detail", "id": "id1"}))
-        frames = [ws.recv(timeout=5) for _ in range(3)]
-    assert all(isinstance(frame, bytes) and frame[:2] == b"\x1f\x8b" for frame in frames)
-    ack, *pushes = [gunzip(frame) for frame in frames]
-    assert ack["id"] == "id1" and ack["status"] == "ok" and ack["subbed"] == "market.btcusdt.detail"
-    ticks = [p for p in pushes if "tick" in p]
-    assert ticks and ticks[0]["ch"] == "market.btcusdt.detail"
-    assert {"open", "close", "high", "low", "vol", "amount"} <= ticks[0]["tick"].keys()
-
-
-def test_huobi_rejects_an_unknown_topic(simulator: Simulator) -> None:
-    with connect(simulator.url("huobi"), open_timeout=5) as ws:
-        ws.send(json.dumps({"sub": "market.nope.detail", "id": "x"}))
-        answer = gunzip(ws.recv(timeout=5))
-    assert answer["status"] == "error" and "market.nope.detail" in answer["err-msg"]
-
-
-def _huobi_session(sim: Simulator, answer_pings: bool, seconds: float) -> tuple[int, int | None]:
-    pings, close_code = 0, None
-    with connect(sim.url("huobi"), open_timeout=5) as ws:
-        deadline = time.monotonic() + seconds
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    message = gunzip(ws.recv(timeout=0.2))
-                except TimeoutError:
-                    continue
-                if "ping" in message:
-                    pings += 1
-                    if answer_pings:
-                        ws.send(json.dumps({"pong": message["ping"]}))
-        except ConnectionClosed as exc:
-            close_code = exc.rcvd.code if exc.rcvd else None
-    return pings, close_code
-
-
-def test_huobi_keeps_a_client_that_answers_pings() -> None:
-    with Simulator("huobi", huobi_ping_interval=0.2) as sim:
-        pings, closed = _huobi_session(sim, answer_pings=True, seconds=1.5)
-        assert closed is None
-        assert pings >= 4
-        assert sim.counters["huobi.heartbeat_drops"] == 0
-
-
-def test_huobi_drops_a_client_after_two_missed_pings() -> None:
-    with Simulator("huobi", huobi_ping_interval=0.2) as sim:
-        started = time.monotonic()
-        pings, closed = _huobi_session(sim, answer_pings=False, seconds=5)
-        assert closed == 1008
-        assert pings == 2
-        assert time.monotonic() - started < 2.5
-        assert sim.counters["huobi.heartbeat_drops"] == 1
-
-
-# -- the server ----------------------------------------------------------------------------------
-
-
 def test_unknown_path_is_refused_with_404(simulator: Simulator) -> None:
     with pytest.raises(InvalidStatus) as info:
         connect(f"ws://127.0.0.1:{simulator.port}/nowhere", open_timeout=5)
@@ -230,9 +51,41 @@ def test_unknown_path_is_refused_with_404(simulator: Simulator) -> None:
 
 def test_disabled_exchange_is_not_served() -> None:
     with Simulator("binance") as sim:
-        assert list(sim.urls()) == ["binance"]
-        with pytest.raises(InvalidStatus):
-            connect(f"ws://127.0.0.1:{sim.port}/ws/v5/public", open_timeout=5)
+        assert list(sim.ports) == ["binance"]
+        bases = {url[: len(sim.base_url("binance"))] for url in sim.urls().values()}
+        assert bases == {sim.base_url("binance")}
+        with pytest.raises(ValueError, match="okx is not simulated here"):
+            sim.url("okx")
+
+
+def test_each_venue_listens_on_its_own_port(simulator: Simulator) -> None:
+    """Binance and Huobi both serve `/ws`, as on their real hosts: one port per venue."""
+    assert len(set(simulator.ports.values())) == 3
+    for venue in ("binance", "okx", "huobi"):
+        assert simulator.url(venue).startswith(f"{simulator.base_url(venue)}/")
+
+
+def test_a_base_port_numbers_the_venues_in_order() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+    try:
+        sim = Simulator(("okx", "huobi"), port=base).start()
+    except OSError:  # pragma: no cover - someone took base+1 meanwhile
+        pytest.skip("the probed ports were taken by another process")
+    try:
+        assert sim.ports == {"okx": base, "huobi": base + 1}
+    finally:
+        sim.stop()
+
+
+def test_plain_http_to_an_unknown_path_is_404(simulator: Simulator) -> None:
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(f"{simulator.base_url('okx', 'http')}/nowhere", timeout=5)
+    assert info.value.code == 404
 
 
 def test_unknown_exchange_name_is_a_clear_error() -> None:
@@ -269,12 +122,13 @@ def test_abrupt_drop_leaves_no_close_frame(own_simulator: Simulator) -> None:
 
 
 def test_stop_frees_the_port_and_start_reuses_it(own_simulator: Simulator) -> None:
-    port = own_simulator.port
+    ports = dict(own_simulator.ports)
     own_simulator.stop()
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    for port in ports.values():
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
     own_simulator.start()
-    assert own_simulator.port == port
+    assert own_simulator.ports == ports
     with connect(own_simulator.url("binance"), open_timeout=5) as ws:
         assert json.loads(ws.recv(timeout=5))
 
