@@ -94,7 +94,8 @@ _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 def gzip_json(obj: object) -> bytes:
     """One server frame: JSON, gzip-compressed (RFC 1952) like every HTX market frame."""
-    return zlib.compress(_encode(obj).encode(), 1, 31)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip member (3.10 has no
+    return packer.compress(_encode(obj).encode()) + packer.flush()  # wbits in zlib.compress)
 
 
 # -- topics ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ makers then refill the spread and the far end of the book, and a few resting siz
 Everything a venue publishes is read off that one state, so book, trades, tickers and candles
 agree: best bid < best ask, depth sorted, trade ids and book update ids strictly increasing, and
 a diff-depth chain (`Step.changes` between `first_update_id` and `last_update_id`) applied to a
-snapshot rebuilds exactly the book `snapshot()` shows.
+snapshot rebuilds exactly the book `depth()` shows. Candles are built by each venue from the
+trades, because each venue aligns its bars its own way (UTC+8 days, Monday weeks, months).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_SYMBOLS",
-    "Candle",
     "Instrument",
     "Market",
     "Step",
@@ -38,8 +38,6 @@ DEFAULT_SYMBOLS: tuple[tuple[str, str, float, float, float], ...] = (
 BOOK_LEVELS = 100  # resting levels kept on each side; deeper levels are cancelled
 MAX_SWEEP = 5  # most levels one aggressive order takes out
 TARGET_SPREAD = 2  # ticks the makers close the spread back to
-#: candle intervals in seconds that feeds may ask for (any positive value works)
-CANDLE_SECONDS = (60, 180, 300, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400, 604800)
 
 
 def now_ms() -> int:
@@ -61,30 +59,6 @@ class Trade:
 
 
 @dataclass
-class Candle:
-    """An open/high/low/close bar over `seconds`, starting at `start_ms`."""
-
-    seconds: int
-    start_ms: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float = 0.0  # base
-    quote_volume: float = 0.0
-    trades: int = 0
-    first_trade_id: int = 0
-    last_trade_id: int = 0
-
-    @property
-    def end_ms(self) -> int:
-        return self.start_ms + self.seconds * 1000 - 1
-
-    def closed(self, at_ms: int) -> bool:
-        return at_ms > self.end_ms
-
-
-@dataclass
 class Step:
     """What one market step did to one instrument: fills and resulting book changes.
 
@@ -101,7 +75,7 @@ class Step:
 
 @dataclass(eq=False)
 class Instrument:
-    """One instrument's book, last trade, 24-hour statistics and candles."""
+    """One instrument's book, last trade and 24-hour statistics."""
 
     base: str
     quote: str
@@ -121,7 +95,6 @@ class Instrument:
     updated_ms: int = field(default_factory=now_ms)
     bids: dict[int, float] = field(default_factory=dict)  # price in ticks -> size
     asks: dict[int, float] = field(default_factory=dict)
-    candles: dict[int, Candle] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.open = self.high = self.low = self.last
@@ -197,17 +170,6 @@ class Instrument:
             [(self.price(t), size) for t, size in bids],
             [(self.price(t), size) for t, size in asks],
         )
-
-    def candle(self, seconds: int, at_ms: int | None = None) -> Candle:
-        """The bar of `seconds` containing `at_ms` (now); later trades keep it up to date."""
-        at_ms = now_ms() if at_ms is None else at_ms
-        start = at_ms - at_ms % (seconds * 1000)
-        bar = self.candles.get(seconds)
-        if bar is None or bar.start_ms != start:
-            bar = Candle(seconds, start, self.last, self.last, self.last, self.last)
-            bar.first_trade_id = bar.last_trade_id = self.last_trade_id
-            self.candles[seconds] = bar
-        return bar
 
     # exchange spellings of the name
     @property
@@ -365,15 +327,3 @@ class Market:
         inst.low = min(inst.low, trade.price)
         inst.volume += trade.size
         inst.quote_volume += trade.size * trade.price
-        for seconds in list(inst.candles):
-            bar = inst.candle(seconds, trade.time_ms)
-            if bar.trades == 0:
-                bar.open = bar.high = bar.low = trade.price
-                bar.first_trade_id = trade.trade_id
-            bar.high = max(bar.high, trade.price)
-            bar.low = min(bar.low, trade.price)
-            bar.close = trade.price
-            bar.volume += trade.size
-            bar.quote_volume += trade.size * trade.price
-            bar.trades += 1
-            bar.last_trade_id = trade.trade_id
