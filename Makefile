@@ -1,11 +1,12 @@
-# `make test` is the one command CI runs: it builds the venv, installs every extra, starts any
-# missing local server from the tests themselves, and runs the whole suite.
+# `make check` is what CI runs (.ci/run): lint and type checks, then the whole suite. It builds
+# the venv, installs every extra, and the tests start any missing local server themselves.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: venv test lint bench demo services clean
+.PHONY: venv check test test-fast lint bench demo services clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,22 +16,40 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+check: lint test
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tests worth running after each edit: everything but the `slow` ones, well under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow' $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dial tests benchmarks examples
 	$(BIN)/ruff format --check dial tests benchmarks examples
-	$(BIN)/mypy dial --ignore-missing-imports
+	$(BIN)/mypy
+
+# The long fuzz campaign (tests/fuzz/, never part of `make test`, whose tests/test_fuzz_smoke.py
+# runs a small slice): FUZZ_SECONDS per target and engine (default 120), FUZZ_EXAMPLES per
+# property (default 200000), FUZZ_ENGINES=hypothesis,atheris, FUZZ_TARGETS="address codecs ...".
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz $(FUZZ_TARGETS)
 
 bench: $(STAMP)
 	@for script in benchmarks/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# The offline demo: exchange simulator, three ticker readers, SQLite; ends by itself.
-demo: $(STAMP)
+# The offline demo: exchange simulator, three ticker readers, SQLite; ends by itself. Installs
+# only what it needs (websockets, aiosqlite); `make venv` or `make check` add the rest later.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py
 
 # Brokers and databases for the examples: Docker when an engine answers, else local daemons.

@@ -16,6 +16,7 @@ so a JSON or query-string payload needs no escaping. Put ``payload`` last when i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ COMPRESS_CODECS = ("gzip", "gzip_raw", "deflate", "zlib")
 COMPRESS_MODES = ("recv", "send", "dual")
 PROXY_SCHEMES = ("socks5", "socks5h", "socks4", "http")
 BACKOFF_KINDS = ("fixed", "exp")
+WS_ENGINES = ("websockets", "picows")  # engine=: which library speaks WebSocket (ws://, wss://)
 MAX_SECONDS = 86_400.0
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -51,6 +53,7 @@ class Options:
     idle: float | None = None  # seconds without a data message before the link is stale
     backoff: str = "fixed"  # "exp": capped exponential reconnect delay with jitter
     backoff_max: int = 30_000  # milliseconds, the cap of backoff=exp
+    engine: str | None = None  # ws/wss: "websockets" or "picows"; None: chosen by dial.registry
     given: frozenset[str] = field(default=frozenset(), compare=False)  # names the user set
 
 
@@ -63,7 +66,7 @@ def _parse_bool(name: str, value: str) -> bool:
     raise AddressError(f"option {name}={value!r}: expected true or false")
 
 
-def _parse_choice(choices: tuple[str, ...]):
+def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, value: str) -> str:
         if value not in choices:
             raise AddressError(f"option {name}={value!r}: expected one of {', '.join(choices)}")
@@ -136,6 +139,7 @@ OPTION_PARSERS = {
     "idle": ("idle", _parse_seconds),
     "backoff": ("backoff", _parse_choice(BACKOFF_KINDS)),
     "backoffMax": ("backoff_max", _parse_interval),
+    "engine": ("engine", _parse_choice(WS_ENGINES)),
 }
 # option -> the option it only makes sense with
 _REQUIRES = {

@@ -23,19 +23,65 @@ import asyncio
 import time
 import weakref
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
-from .address import parse, redact
-from .buffer import Message
+from .address import redact
+from .buffer import CAPACITY, Message
 from .connection import OUTBOX_LIMIT, SessionView
-from .dialer import Hook, connect_timeout, dial_failed
-from .errors import DialError, remember
+from .databases.connection import AsyncDatabaseConnection, DatabaseConnection
+from .dialer import Hook, dial_failed, resolve
+from .errors import remember
 from .link import AsyncLink, OnConnect
+from .select import ready, sessions_of
 from .session import DEFAULT_ON_CONNECT_TIMEOUT, Session
-from .transports import load
-from .transports.base import DatabaseBackend
+from .validation import (
+    batch_limit,
+    batch_timeout,
+    dial_timeout,
+    outgoing,
+    read_timeout,
+    write_timeout,
+)
 
 __all__ = ["AsyncConnection", "AsyncDatabaseConnection", "AsyncLink", "dial", "wait"]
+
+
+@overload
+async def dial(
+    address: int,
+    timeout: float | None = None,
+    *,
+    raise_errors: Literal[True],
+    on_connect: OnConnect | None = None,
+    on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
+) -> AsyncDatabaseConnection: ...
+@overload
+async def dial(
+    address: int,
+    timeout: float | None = None,
+    *,
+    raise_errors: bool = False,
+    on_connect: OnConnect | None = None,
+    on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
+) -> AsyncDatabaseConnection | None: ...
+@overload
+async def dial(
+    address: str,
+    timeout: float | None = None,
+    *,
+    raise_errors: Literal[True],
+    on_connect: OnConnect | None = None,
+    on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
+) -> AsyncConnection | AsyncDatabaseConnection: ...
+@overload
+async def dial(
+    address: str,
+    timeout: float | None = None,
+    *,
+    raise_errors: bool = False,
+    on_connect: OnConnect | None = None,
+    on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
+) -> AsyncConnection | AsyncDatabaseConnection | None: ...
 
 
 async def dial(
@@ -45,41 +91,31 @@ async def dial(
     raise_errors: bool = False,
     on_connect: OnConnect | None = None,
     on_connect_timeout: float = DEFAULT_ON_CONNECT_TIMEOUT,
-) -> Any:
+) -> AsyncConnection | AsyncDatabaseConnection | None:
     """`await dial.aio.dial(address)`: an `AsyncConnection` (streams) or
     `AsyncDatabaseConnection` (databases, or an `fd()` handle), or None on failure with the
-    reason in `dial.last_error()` (`raise_errors=True` raises `DialError` instead).
+    reason in `dial.last_error()` (`raise_errors=True` raises the `DialError` instead).
+    Addresses, options and units are those of `dial.Dial`.
 
     `on_connect`: as for `Dial`; an `async def hook(link)` gets an `AsyncLink` (`await
     link.send(...)`, `await link.recv(timeout)`) and runs on this loop, a plain function
     gets a blocking `Link` and runs in a thread."""
     try:
         hook = Hook.checked(on_connect, on_connect_timeout)
-        connection = await _dial(address, connect_timeout(timeout), raise_errors, hook)
+        seconds = dial_timeout(timeout)
+        target = resolve(address, raise_errors, hook)
+        connection: AsyncConnection | AsyncDatabaseConnection
+        if isinstance(target, Session):
+            await target.open(seconds)
+            connection = AsyncConnection(target)
+        else:
+            sync: DatabaseConnection = await asyncio.to_thread(target, seconds)
+            connection = AsyncDatabaseConnection(sync)
     except Exception as exc:
-        return dial_failed("dial", address, exc, raise_errors)
+        dial_failed("dial", address, exc, raise_errors)
+        return None
     remember(None)
     return connection
-
-
-async def _dial(address: str | int, timeout: float, raise_errors: bool, hook: Hook) -> Any:
-    if isinstance(address, int) and not isinstance(address, bool):
-        from .database import reuse_handle
-
-        hook.for_database("a database handle")
-        return AsyncDatabaseConnection(reuse_handle(address, raise_errors))
-    parsed = parse(address)
-    transport_class = load(parsed.scheme)
-    if issubclass(transport_class, DatabaseBackend):
-        from .database import open_database
-
-        hook.for_database(f"{parsed.scheme}://")
-        backend = transport_class(parsed)
-        sync = await asyncio.to_thread(open_database, backend, timeout, raise_errors)
-        return AsyncDatabaseConnection(sync)
-    session = hook.session(parsed, transport_class(parsed))
-    await session.open(timeout)
-    return AsyncConnection(session)
 
 
 class AsyncConnection(SessionView):
@@ -98,12 +134,13 @@ class AsyncConnection(SessionView):
         the newest (the rest discarded) or None; N > 0 waits up to N ms. Down and drained:
         `""` at once."""
         buffer = self._buffer
-        if timeout is not None and timeout < 0:
-            return buffer.read(timeout)
+        milliseconds = None if timeout is None else read_timeout(timeout)
+        if milliseconds is not None and milliseconds < 0:
+            return buffer.read(milliseconds)
         message = buffer.read(-1)
         if message is not None:
             return message
-        deadline = None if timeout is None else time.monotonic() + timeout / 1000.0
+        deadline = None if milliseconds is None else time.monotonic() + milliseconds / 1000.0
         while True:
             if deadline is not None and deadline <= time.monotonic():
                 return None
@@ -111,6 +148,27 @@ class AsyncConnection(SessionView):
             message = buffer.read(-1)
             if message is not None:
                 return message
+
+    async def read_many(
+        self, max: int = CAPACITY, timeout: int | float | None = None
+    ) -> list[Message]:
+        """As `Connection.read_many`: up to `max` buffered messages, oldest first, in one
+        call; None waits for the first, -1 does not wait, N > 0 waits up to N ms. `[]` when
+        nothing came in time, `[""]` once down (or closed) and drained."""
+        limit = batch_limit(max)
+        buffer = self._buffer
+        milliseconds = None if timeout is None else batch_timeout(timeout)
+        batch = buffer.read_many(limit, -1)
+        if batch or (milliseconds is not None and milliseconds < 0):
+            return batch
+        deadline = None if milliseconds is None else time.monotonic() + milliseconds / 1000.0
+        while True:
+            if deadline is not None and deadline <= time.monotonic():
+                return []
+            await self._changed(deadline)
+            batch = buffer.read_many(limit, -1)
+            if batch:
+                return batch
 
     async def _changed(self, deadline: float | None, *, through_reconnect: bool = False) -> None:
         """Sleep until a message arrives, the link drops (unless `through_reconnect`: then
@@ -127,7 +185,7 @@ class AsyncConnection(SessionView):
             )
         try:
             buffer = self._buffer
-            if not buffer._items and (
+            if not len(buffer) and (
                 buffer.connected or (through_reconnect and self._session.state == "down")
             ):
                 await waiter
@@ -150,20 +208,15 @@ class AsyncConnection(SessionView):
         session = self._session
         if session.state != "open":
             return 0
-        if isinstance(data, str):
-            size = len(data.encode())
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            size = len(data)
-        else:
-            raise TypeError(f"write() takes str or bytes, not {type(data).__name__}")
+        message, size = outgoing(data)
+        wait = None if timeout is None else write_timeout(timeout)
         if session.pending() >= OUTBOX_LIMIT:
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = None if wait is None else time.monotonic() + wait
             while session.pending() >= OUTBOX_LIMIT:  # the sender is behind: let it run
                 if session.state != "open" or (deadline and time.monotonic() > deadline):
                     return 0
                 await asyncio.sleep(0.001)
-        session.enqueue(data)
+        session.enqueue(message)
         return size
 
     async def ping(self, timeout: float = 10.0) -> float | None:
@@ -188,6 +241,10 @@ class AsyncConnection(SessionView):
 
     async def __anext__(self) -> Message:
         """The next message; waits through reconnects, stops when closed or down for good."""
+        try:
+            return self._buffer.take()  # the hot path: already buffered
+        except IndexError:
+            pass
         while True:
             message = await self.read()
             if message != "":
@@ -225,68 +282,16 @@ def _close_abandoned(session: Session, loop: asyncio.AbstractEventLoop) -> None:
         pass
 
 
-class AsyncDatabaseConnection:
-    """`await exec(sql, *params)`, `fd()`, `await close()`: the sync database connection's
-    semantics, awaited instead of blocking (the statement runs in a worker thread)."""
-
-    def __init__(self, sync: Any) -> None:
-        self._sync = sync
-        self._shared = sync._shared
-
-    async def exec(self, sql: str, *params: Any, timeout: float | None = None) -> Any:
-        """Rows: `{"columns", "values"}`; else `{"columns": [], "values": [], "rowcount"}`;
-        None on failure (reason in `dial.last_error()`), or DialError with `raise_errors`."""
-        sync = self._sync
-        try:
-            if sync.closed:
-                raise DialError("connection is closed")
-            if not isinstance(sql, str):
-                raise DialError(f"exec() takes the SQL as a str, not {type(sql).__name__}")
-            if not sql.strip():
-                raise DialError("exec() got an empty statement")
-            result = await asyncio.to_thread(self._shared.execute, sql, params, timeout)
-        except Exception as exc:
-            return sync._fail(exc, timeout)
-        remember(None)
-        return result
-
-    def fd(self) -> int:
-        return self._sync.fd()
-
-    @property
-    def closed(self) -> bool:
-        return self._sync.closed
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self._sync.close)
-
-    aclose = close
-
-    async def release(self) -> None:
-        await asyncio.to_thread(self._sync.release)
-
-    async def __aenter__(self) -> AsyncDatabaseConnection:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        return repr(self._sync).replace("<DatabaseConnection", "<AsyncDatabaseConnection", 1)
-
-    def __bool__(self) -> bool:
-        return True
-
-
-async def wait(connections: Iterable[AsyncConnection], timeout: float | None = None) -> list[Any]:
+async def wait(
+    connections: Iterable[AsyncConnection], timeout: float | None = None
+) -> list[AsyncConnection]:
     """`dial.wait` for `AsyncConnection`s on this loop: the readable ones, in order
     (timeout in ms; None waits, <= 0 only checks, N > 0 at most N ms then `[]`)."""
-    from .select import readable
-
     candidates = list(connections)
-    ready = [c for c in candidates if readable(c)]
-    if ready or not candidates or (timeout is not None and timeout <= 0):
-        return ready
+    sessions = sessions_of(candidates)
+    found = ready(candidates, sessions)
+    if found or not candidates or (timeout is not None and timeout <= 0):
+        return found
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout / 1000.0
     while True:
@@ -296,16 +301,16 @@ async def wait(connections: Iterable[AsyncConnection], timeout: float | None = N
             if not waiter.done():
                 waiter.set_result(None)
 
-        for connection in candidates:
-            connection._buffer.add_listener(wake)
+        for session in sessions:
+            session.buffer.add_listener(wake)
         timer = None if deadline is None else loop.call_at(deadline, wake)
         try:
             await waiter
         finally:
             if timer is not None:
                 timer.cancel()
-            for connection in candidates:
-                connection._buffer.remove_listener(wake)
-        ready = [c for c in candidates if readable(c)]
-        if ready or (deadline is not None and loop.time() >= deadline):
-            return ready
+            for session in sessions:
+                session.buffer.remove_listener(wake)
+        found = ready(candidates, sessions)
+        if found or (deadline is not None and loop.time() >= deadline):
+            return found

@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from .validation import batch_timeout, read_timeout
+
 __all__ = [
     "CAPACITY",
     "FlowControl",
@@ -152,6 +154,39 @@ class MessageBuffer:
         if self._listeners:
             self._notify_listeners()
 
+    def put_many(self, messages: list[Message]) -> None:
+        """`put` for several messages received together (one socket read), in order: the
+        same outcome as one `put` each (drop-oldest, counts, flow control, wake-ups), with
+        the hand-over paid once for the batch."""
+        intercept = self._intercept
+        if intercept is not None:
+            messages = [message for message in messages if not intercept(message)]
+        count = len(messages)
+        if not count:
+            return
+        items, capacity = self._items, self._capacity
+        if count > capacity:  # only the newest `capacity` of this batch can stay
+            self.dropped += count - capacity
+            messages = messages[-capacity:]
+        overflow = len(items) + len(messages) - capacity
+        if overflow > 0:
+            popleft = items.popleft
+            for _ in range(overflow):
+                try:
+                    popleft()
+                except IndexError:  # a reader emptied it meanwhile
+                    break
+                self.dropped += 1
+        items.extend(messages)
+        self.received += count
+        self.last_at = _monotonic()
+        if self._flow is not None and len(items) >= self._high_water and not self._paused:
+            self._pause_if_reader_active()
+        if self._parked:
+            self._signal()
+        if self._listeners:
+            self._notify_listeners()
+
     def set_flow_control(self, flow: FlowControl | None) -> None:
         """Let the buffer pause the producer's socket for an active reader (see module doc)."""
         self._flow = flow
@@ -227,12 +262,93 @@ class MessageBuffer:
             return DISCONNECTED
         if timeout is None:
             return self._wait(None)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
-            raise TypeError(f"read() timeout must be a number of milliseconds, got {timeout!r}")
-        if timeout < 0:  # -1 and any other negative: poll
+        milliseconds = read_timeout(timeout)
+        if milliseconds < 0:  # -1 and any other negative: poll
             return None
-        seconds = timeout / 1000.0
+        seconds = milliseconds / 1000.0
         return self._wait(None if seconds > threading.TIMEOUT_MAX else seconds)
+
+    def read_many(self, limit: int, timeout: float | int | None = None) -> list[Message]:
+        """Up to `limit` buffered messages, oldest first, in one hand-over. `timeout` as for
+        `read()` (ms; None blocks, < 0 does not wait, N > 0 waits up to N ms for the first
+        message): `[]` when nothing came in time; `[""]` once drained and disconnected (what
+        `read()` would return, as the one element). `limit` is checked by the caller."""
+        self._reads += 1
+        if self._items:
+            batch = self._take_many(limit)
+            if batch:
+                return batch
+        if not self.connected:
+            return [DISCONNECTED]
+        if timeout is None:
+            deadline = None
+        else:
+            milliseconds = batch_timeout(timeout)
+            if milliseconds < 0:
+                return []
+            seconds = milliseconds / 1000.0
+            deadline = None if seconds > threading.TIMEOUT_MAX else _monotonic() + seconds
+        while True:
+            if not self.wait_for_items(deadline):
+                return []
+            batch = self._take_many(limit)  # another reader may have been faster: then wait on
+            if batch:
+                return batch
+            if not self.connected:
+                return [DISCONNECTED]
+
+    def take(self) -> Message:
+        """The oldest message at once, or IndexError: the iterators' fast path."""
+        self._reads += 1
+        return self._take()
+
+    def _take_many(self, limit: int) -> list[Message]:
+        items = self._items
+        popleft = items.popleft
+        count = min(limit, len(items))
+        try:
+            batch = [popleft() for _ in range(count)]
+        except IndexError:  # a reader in another thread took some meanwhile
+            batch = []
+            while len(batch) < count:
+                try:
+                    batch.append(popleft())
+                except IndexError:
+                    break
+        if self._paused and len(items) <= self._low_water:
+            self._resume_soon()
+        return batch
+
+    def wait_for_items(self, deadline: float | None) -> bool:
+        """Block until a message is buffered or the link is down (True), or until
+        `deadline` (time.monotonic()) passes with neither (False). Takes nothing."""
+        return self._park(deadline, lambda: bool(self._items) or not self.connected)
+
+    def wait_for_message(self, stop: Callable[[], bool]) -> None:
+        """Block until a message is buffered or `stop()` is true, through disconnects (for
+        iterators waiting out a reconnect). A disconnect or close wakes it to look again."""
+        self._park(None, lambda: bool(self._items) or stop())
+
+    def _park(self, deadline: float | None, ready: Callable[[], bool]) -> bool:
+        items = self._items
+        while True:
+            with self._guard:
+                self._parked += 1
+            try:
+                if ready():  # checked after announcing ourselves, so no put is missed
+                    return True
+                if deadline is None:
+                    self._wake.acquire()
+                else:
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0 or not self._wake.acquire(timeout=remaining):
+                        return ready()
+            finally:
+                with self._guard:
+                    self._parked -= 1
+                    others = self._parked
+                if others and (items or not self.connected):
+                    self._signal()  # hand the wake-up on to the next parked reader
 
     def _take(self) -> Message:
         """The oldest message (IndexError when empty); a paused producer resumes once the

@@ -23,9 +23,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .databases.connection import DatabaseConnection
 
 __all__ = ["main"]
 
@@ -125,14 +129,41 @@ def _emit(message: str | bytes, as_json: bool) -> None:
 # -- dialling --------------------------------------------------------------------------------
 
 
-def _dial(address: str, timeout: float) -> Any:
-    from .dialer import Dial
+def _stream(address: str, timeout: float) -> Connection:
+    from .dialer import stream
     from .errors import last_error
 
-    connection = Dial(address, timeout)
+    _require_kind(address, "stream")
+    connection = stream(address, timeout)
     if connection is None:
         raise Failure(last_error() or "could not connect")
     return connection
+
+
+def _database(address: str, timeout: float) -> DatabaseConnection:
+    from .dialer import database
+    from .errors import last_error
+
+    _require_kind(address, "database")
+    connection = database(address, timeout)
+    if connection is None:
+        raise Failure(last_error() or "could not connect")
+    return connection
+
+
+def _require_kind(address: str, kind: str) -> None:
+    """Refuse the wrong verb before dialling, naming the right one (the registry knows)."""
+    from .registry import kind_of
+
+    found = kind_of(address)
+    if found is None or found == kind:
+        return  # unknown or unparsable: Dial gives the precise reason
+    if found == "database":
+        raise Failure(f"{_scheme(address)}:// is a database: use `dial exec ADDRESS SQL`")
+    raise Failure(
+        f"{_scheme(address)}:// is not a database; exec needs "
+        "sqlite3://, mysql://, postgres:// or clickhouse://"
+    )
 
 
 def _reconnects(address: str) -> bool:
@@ -162,10 +193,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise Failure("-n must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
         raise Failure("--timeout must be a positive number of milliseconds")
-    connection = _dial(args.address, args.connect_timeout)
-    if not hasattr(connection, "read"):
-        connection.close()
-        raise Failure(f"{_scheme(args.address)}:// is a database: use `dial exec ADDRESS SQL`")
+    connection = _stream(args.address, args.connect_timeout)
     reconnecting = _reconnects(args.address)
     status = StatusLine(
         connection, sys.stderr, _isatty(sys.stderr) and not args.quiet, notes=reconnecting
@@ -210,7 +238,7 @@ def cmd_write(args: argparse.Namespace) -> int:
     messages: Sequence[str] = args.message or [line.rstrip("\r\n") for line in sys.stdin]
     if not messages:
         raise Failure("nothing to write: give MESSAGE arguments or lines on stdin")
-    connection = _dial(args.address, args.connect_timeout)
+    connection = _stream(args.address, args.connect_timeout)
     try:
         for index, message in enumerate(messages):
             if connection.write(message) == 0:
@@ -231,13 +259,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from .errors import last_error
     from .tables import format_table
 
-    connection = _dial(args.address, args.connect_timeout)
+    connection = _database(args.address, args.connect_timeout)
     try:
-        if not hasattr(connection, "exec"):
-            raise Failure(
-                f"{_scheme(args.address)}:// is not a database; exec needs "
-                "sqlite3://, mysql://, postgres:// or clickhouse://"
-            )
         result = connection.exec(args.sql)
         if result is None:
             raise Failure(last_error() or "statement failed")
@@ -334,12 +357,29 @@ def _simulator_catalogue() -> str:
     return "served (venue, path, channels):\n" + "\n".join(f"  {line}" for line in lines)
 
 
+ADDRESS_HELP = """\
+address: scheme://target[|option=value&option=value...]   ('||' when a value holds '|')
+  streams:   ws://host[:port]/path  wss://...  tcp://host:port  tls://host:port
+             udp://host:port  unix:///path.sock  mqtt://host:1883?topic=T
+             nats://host:4222?topic=S  amqp://user:pwd@host:5672/?queue=Q
+             kafka://host:9092/TOPIC
+  databases: sqlite3://file.db  sqlite3://:memory:  mysql://user:pwd@tcp(host:3306)/db
+             postgres://user=u dbname=d host=h port=5432  clickhouse://tcp://host:9000?...
+stream options (after '|'):
+  compress=gzip|gzip_raw|deflate|zlib  mode=recv|send|dual  reconnect=true
+  interval=MS (milliseconds between reconnects, default 1000)  payload=TEXT (sent on connect)
+  proxy=socks5://user:pwd@host:port  verify=false  ping=S  pong=S  idle=S (seconds)
+quote the address in the shell: it holds '|' and '&'."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dial",
         description="Dial an address (ws://, tcp://, mqtt://, sqlite3://, ...) from the shell.",
-        epilog="Addresses take FMZ options after '|', e.g. "
-        "'wss://host/ws|compress=gzip&reconnect=true&payload={...}'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{ADDRESS_HELP}\n\nexample:\n"
+        "  dial read 'wss://ws.okx.com:8443/ws/v5/public|reconnect=true&payload="
+        '{"op":"subscribe","args":[{"channel":"tickers","instId":"BTC-USDT"}]}\' -n 3',
     )
     parser.add_argument("--version", action="version", version=f"dial {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library log messages")
@@ -352,12 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
             type=_positive_float,
             default=10.0,
             metavar="S",
-            help="seconds allowed for connecting (default 10)",
+            help="seconds allowed for connecting (default 10, at most 600)",
         )
         command.add_argument("-q", "--quiet", action="store_true", help="no status on stderr")
 
-    read = sub.add_parser("read", help="print messages as they arrive")
-    read.add_argument("address")
+    def verb(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}.",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog=f"{ADDRESS_HELP}\n\nexample:\n  {example}",
+        )
+
+    read = verb(
+        "read",
+        "print messages as they arrive, one per line",
+        "dial read 'ws://127.0.0.1:8765/ws/!ticker@arr|reconnect=true' -n 5 --timeout 3000",
+    )
+    read.add_argument("address", help="where to read from (see below)")
     read.add_argument("-n", type=int, metavar="N", help="stop after N messages")
     read.add_argument(
         "--timeout",
@@ -369,15 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
     connect_options(read)
     read.set_defaults(handler=cmd_read)
 
-    write = sub.add_parser("write", help="send messages (arguments, or stdin lines)")
-    write.add_argument("address")
-    write.add_argument("message", nargs="*", metavar="MESSAGE")
+    write = verb(
+        "write",
+        "send messages: each MESSAGE argument, or each stdin line",
+        "dial write 'mqtt://127.0.0.1:1883?topic=bots' 'hello' 'world'",
+    )
+    write.add_argument("address", help="where to send to (see below)")
+    write.add_argument(
+        "message", nargs="*", metavar="MESSAGE", help="one message each (none: stdin lines)"
+    )
     connect_options(write)
     write.set_defaults(handler=cmd_write)
 
-    execute = sub.add_parser("exec", help="run one SQL statement and print the result")
-    execute.add_argument("address")
-    execute.add_argument("sql", metavar="SQL")
+    execute = verb(
+        "exec",
+        "run one SQL statement on a database and print the result",
+        "dial exec sqlite3://ticks.db 'SELECT symbol, count(*) FROM ticks GROUP BY symbol'",
+    )
+    execute.add_argument("address", help="a database address (see below)")
+    execute.add_argument("sql", metavar="SQL", help="one statement")
     execute.add_argument("--json", action="store_true", help="print the raw result as JSON")
     connect_options(execute)
     execute.set_defaults(handler=cmd_exec)
@@ -461,10 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(format="dial: %(message)s", stream=sys.stderr)
     logger = logging.getLogger("dial")
     saved_level = logger.level
-    logger.setLevel(logging.INFO if args.verbose else logging.CRITICAL)  # we report errors
+    if args.command != "plugin":  # `dial plugin` sets up logging itself (--log-level)
+        logging.basicConfig(format="dial: %(message)s", stream=sys.stderr)
+        logger.setLevel(logging.INFO if args.verbose else logging.CRITICAL)  # we report errors
     try:
         handler = getattr(args, "handler", None) or args.func  # dial.plugin.cli sets `func`
         return int(handler(args) or 0)
@@ -479,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
         return 0
     except Exception as exc:
-        from .session import describe_error
+        from .errors import describe_error
 
         note(f"error: {describe_error(exc)}")
         return 1

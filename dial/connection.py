@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .address import redact
-from .buffer import Message, MessageBuffer
+from .buffer import CAPACITY, Message, MessageBuffer
 from .reactor import reactor
 from .session import Session
+from .validation import batch_limit, outgoing, write_timeout
 
-__all__ = ["Connection", "Stats"]
+__all__ = ["Connection", "SessionView", "Stats", "session_of"]
 
 #: writes queued but not yet sent before `write()` starts waiting for the sender to catch up
 OUTBOX_LIMIT = 10_000
@@ -55,6 +57,11 @@ class SessionView:
     _buffer: MessageBuffer
 
     @property
+    def scheme(self) -> str:
+        """The address's scheme, e.g. "wss"."""
+        return self._session.address.scheme
+
+    @property
     def connected(self) -> bool:
         return self._session.state == "open"
 
@@ -69,6 +76,30 @@ class SessionView:
 
     def stats(self) -> Stats:
         return session_stats(self._session)
+
+    if not TYPE_CHECKING:  # at run time only: a type checker must still see no exec
+
+        def __getattr__(self, name: str) -> Any:
+            if name in ("exec", "fd"):
+                raise AttributeError(
+                    f"a stream has no {name}(): that is for databases (sqlite3://, mysql://, "
+                    "postgres://, clickhouse://); a stream has read() and write()",
+                    name=name,
+                    obj=self,
+                )
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+            )
+
+
+def session_of(connection: object) -> Session:
+    """The session behind a streaming connection (sync or asyncio): what `dial.wait`,
+    `Tracker` and `dial.fmz` work with. TypeError for anything else, e.g. a database."""
+    if isinstance(connection, SessionView):
+        return connection._session
+    raise TypeError(
+        f"a streaming connection from Dial() is needed, not {type(connection).__name__}"
+    )
 
 
 class Connection(SessionView):
@@ -88,6 +119,42 @@ class Connection(SessionView):
         the rest, or None; N > 0: wait up to N ms. Disconnected and drained: "" at once."""
         return self._buffer.read(timeout)
 
+    def read_many(self, max: int = CAPACITY, timeout: int | float | None = None) -> list[Message]:
+        """Everything buffered (up to `max` messages), oldest first, in one call: a hot loop
+        pays the hand-over from the reactor once per batch instead of once per message.
+
+        `timeout` in milliseconds as for `read()`: None waits for the first message, -1 (any
+        negative) takes what is there without waiting, N > 0 waits up to N ms. Returns `[]`
+        when nothing came in time, and `[""]` - `read()`'s disconnect marker as the only
+        element - once the link is down (or closed) and the buffer drained; messages buffered
+        before a loss still come first. -2 is refused: use `read(-2)` for the newest."""
+        limit = batch_limit(max)
+        return self._buffer.read_many(limit, timeout)
+
+    def __iter__(self) -> Iterator[Message]:
+        """`for message in conn:` every message, oldest first, blocking while none is
+        buffered. Waits through reconnects (`reconnect=true`); ends when the connection is
+        closed, or lost without `reconnect`. Leaving the loop loses nothing: what it did not
+        take stays buffered for the next read."""
+        buffer, session = self._buffer, self._session
+        take, reconnect = buffer.take, session.address.options.reconnect
+
+        def closed() -> bool:
+            return self._closed or session.state == "closed"
+
+        while True:
+            try:
+                message = take()
+            except IndexError:
+                if buffer.connected:
+                    buffer.wait_for_items(None)  # a message, or the link going down
+                elif closed() or not reconnect:
+                    return
+                else:
+                    buffer.wait_for_message(closed)  # through the reconnect
+                continue
+            yield message
+
     def write(self, data: str | bytes, timeout: float | None = None) -> int:
         """Send one message; returns its size in bytes, or 0 when it cannot be sent.
 
@@ -97,16 +164,11 @@ class Connection(SessionView):
         session = self._session
         if session.state != "open":
             return 0
-        if isinstance(data, str):
-            size = len(data.encode())
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data)
-            size = len(data)
-        else:
-            raise TypeError(f"write() takes str or bytes, not {type(data).__name__}")
-        if session.pending() >= OUTBOX_LIMIT and not self._wait_for_room(timeout):
+        message, size = outgoing(data)
+        wait = None if timeout is None else write_timeout(timeout)
+        if session.pending() >= OUTBOX_LIMIT and not self._wait_for_room(wait):
             return 0
-        session.enqueue(data)
+        session.enqueue(message)
         return size
 
     def _wait_for_room(self, timeout: float | None) -> bool:

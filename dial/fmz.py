@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from .address import redact
+from .connection import Connection, SessionView, session_of
 from .tables import cell_text, format_table
 
 __all__ = [
@@ -105,7 +106,7 @@ def _D(timestamp: float | None = None, fmt: str = "yyyy-MM-dd hh:mm:ss") -> str:
 
 def _N(number: float, precision: int = 4) -> float:
     """Truncate (not round) to `precision` decimals, as FMZ's _N does."""
-    factor = 10**precision
+    factor: float = 10**precision
     return int(float(number) * factor) / factor
 
 
@@ -289,20 +290,25 @@ def rewrite(address: str) -> str:
     return address
 
 
-def Dial(address: str | int, timeout: float | None = None) -> Any:
-    """FMZ's Dial: a connection object, or None (the reason is logged) on failure."""
+def Dial(address: str | int, timeout: float | None = None, on_connect: Any = None) -> Any:
+    """FMZ's Dial: a connection object, or None (the reason is logged) on failure.
+
+    `on_connect(link)` is dialkit's addition: it runs after every (re)connect, so a login
+    signed with a fresh timestamp survives drops (a login in `payload` goes stale)."""
     from .dialer import Dial as dial_address
     from .errors import last_error
 
     if isinstance(address, str):
         address = rewrite(address)
-    connection = dial_address(address, timeout)
+    if on_connect is not None:
+        connection = dial_address(address, timeout, on_connect=on_connect)
+    else:
+        connection = dial_address(address, timeout)
     if connection is None:
         shown = redact(address) if isinstance(address, str) else address
         Log(f"Dial({shown}) failed: {last_error()}", "#FF0000")
         return None
-    session = getattr(connection, "_session", None)
-    if session is not None and session.address.scheme in RAW_SOCKETS:
+    if isinstance(connection, Connection) and connection.scheme in RAW_SOCKETS:
         return TextReads(connection)
     return connection
 
@@ -310,25 +316,33 @@ def Dial(address: str | int, timeout: float | None = None) -> Any:
 RAW_SOCKETS = frozenset({"tcp", "tls", "unix", "udp"})
 
 
-class TextReads:
+class TextReads(SessionView):
     """A raw-socket connection whose read() gives text, as FMZ gives scripts strings there
     (`Log(buf)`, `buf == ""`), while dialkit itself returns bytes; invalid UTF-8 becomes
-    U+FFFD. Everything else is the wrapped connection's, so `dial.wait()` accepts it."""
+    U+FFFD. Everything else is the wrapped connection's, and `dial.wait()` accepts it."""
 
-    def __init__(self, connection: Any) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._session = session_of(connection)
+        self._buffer = self._session.buffer
 
-    def read(self, timeout: float | None = None) -> Any:
+    def read(self, timeout: float | None = None) -> str | None:
         message = self._connection.read(timeout)
         return message.decode("utf-8", "replace") if isinstance(message, bytes) else message
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection, name)
+    def write(self, data: str | bytes, timeout: float | None = None) -> int:
+        return self._connection.write(data, timeout)
+
+    def ping(self, timeout: float = 10.0) -> float | None:
+        return self._connection.ping(timeout)
+
+    def close(self) -> None:
+        self._connection.close()
 
     def __enter__(self) -> TextReads:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._connection.close()
 
     def __bool__(self) -> bool:

@@ -16,23 +16,40 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
-__all__ = ["readable", "wait"]
+from .connection import session_of
+from .session import Session
+
+__all__ = ["readable", "ready", "sessions_of", "wait"]
+
+C = TypeVar("C")
 
 
-def readable(connection: Any) -> bool:
+def readable(connection: object) -> bool:
     """True when `connection.read(-1)` would return at once with something other than None:
     a buffered message, or `""` because the link is closed or down for good."""
-    if connection._buffer._items:
-        return True
-    session = connection._session
-    state = session.state
-    return state == "closed" or (state == "down" and not session.address.options.reconnect)
+    return session_of(connection).readable()
 
 
-def wait(connections: Iterable[Any], timeout: float | None = None) -> list[Any]:
+def sessions_of(connections: Sequence[object]) -> list[Session]:
+    """The sessions behind streaming connections; TypeError names anything else."""
+    try:
+        return [session_of(c) for c in connections]
+    except TypeError:
+        kinds = ", ".join(sorted({type(c).__name__ for c in connections}))
+        raise TypeError(
+            f"dial.wait() takes streaming connections from Dial(), not {kinds}"
+        ) from None
+
+
+def ready(connections: Sequence[C], sessions: Sequence[Session]) -> list[C]:
+    """The readable ones among `connections` (whose sessions are `sessions`), in order."""
+    return [c for c, session in zip(connections, sessions, strict=True) if session.readable()]
+
+
+def wait(connections: Iterable[C], timeout: float | None = None) -> list[C]:
     """Return the connections that are `readable`, in the order given.
 
     `timeout` is in milliseconds, as for `read()`: None waits until one is readable, a
@@ -42,15 +59,10 @@ def wait(connections: Iterable[Any], timeout: float | None = None) -> list[Any]:
     drop it from the list.
     """
     candidates = list(connections)
-    for connection in candidates:
-        if not hasattr(connection, "_buffer") or not hasattr(connection, "_session"):
-            raise TypeError(
-                f"dial.wait() takes streaming connections from Dial(), not "
-                f"{type(connection).__name__}"
-            )
-    ready = [c for c in candidates if readable(c)]
-    if ready or not candidates or (timeout is not None and timeout <= 0):
-        return ready
+    sessions = sessions_of(candidates)
+    found = ready(candidates, sessions)
+    if found or not candidates or (timeout is not None and timeout <= 0):
+        return found
     deadline = None if timeout is None else time.monotonic() + timeout / 1000.0
 
     signal = threading.Lock()
@@ -65,20 +77,20 @@ def wait(connections: Iterable[Any], timeout: float | None = None) -> list[Any]:
             except RuntimeError:  # already released
                 pass
 
-    buffers = [c._buffer for c in candidates]
+    buffers = [session.buffer for session in sessions]
     for buffer in buffers:
         buffer.add_listener(notify)
     try:
         while True:
-            ready = [c for c in candidates if readable(c)]
-            if ready:
-                return ready
+            found = ready(candidates, sessions)
+            if found:
+                return found
             if deadline is None:
                 signal.acquire()
             else:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not signal.acquire(timeout=remaining):
-                    return [c for c in candidates if readable(c)]
+                    return ready(candidates, sessions)
             armed[0] = True  # re-arm, then re-check above: a put in between is not lost
     finally:
         for buffer in buffers:

@@ -21,12 +21,12 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .address import Address, redact
 from .buffer import Message, MessageBuffer
-from .errors import ConnectError, DialError
+from .errors import ConnectError, DialError, describe_error
 from .link import AsyncLink, Link, OnConnect, is_async_hook, run_in_thread
 from .transports.base import Receiver, StreamTransport
 
@@ -252,7 +252,7 @@ class Session(Receiver):
             if self.state != "down":
                 return
             try:
-                await self._connect_once(max(interval * 5, 10.0))
+                await self._connect_once(self.transport.attempt_limit(max(interval * 5, 10.0)))
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # any failure: try again after interval
@@ -288,7 +288,7 @@ class Session(Receiver):
         except Exception as exc:  # closing must never raise to the user
             log.debug("%s: error while closing: %s", self.name, describe_error(exc))
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -425,6 +425,14 @@ class Session(Receiver):
     def pending(self) -> int:
         return len(self._outbox)
 
+    def readable(self) -> bool:
+        """True when `read(-1)` would return at once with something other than None: a
+        buffered message, or `""` because the link is closed or down for good."""
+        if len(self.buffer):
+            return True
+        state = self.state
+        return state == "closed" or (state == "down" and not self.address.options.reconnect)
+
     async def _drain_forever(self) -> None:
         assert self._kick is not None
         while True:
@@ -463,15 +471,3 @@ async def _outcome(work: Awaitable[None]) -> Exception | None:
     except Exception as exc:
         return exc
     return None
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line, credential-free reason for logs and `last_error()`."""
-    if isinstance(exc, DialError):
-        return redact(str(exc))
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    text = str(exc) or exc.__class__.__name__
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return redact(f"{exc.__class__.__name__}: {text}" if text != exc.__class__.__name__ else text)

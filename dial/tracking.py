@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .connection import session_of
+
 __all__ = ["Callback", "Tracker"]
 
 log = logging.getLogger("dial")
@@ -75,11 +77,12 @@ class Tracker:
         first_id: int = 1,
         id_type: type = int,
     ) -> None:
-        session = getattr(connection, "_session", None)
-        if session is None or not hasattr(session, "add_interceptor"):
+        try:
+            session = session_of(connection)
+        except TypeError:
             raise TypeError(
                 f"Tracker needs a streaming connection from Dial(), not {type(connection).__name__}"
-            )
+            ) from None
         if timeout <= 0:
             raise ValueError("timeout must be > 0 seconds")
         if id_type not in (int, str):
@@ -256,7 +259,7 @@ class Tracker:
     # -- timeouts (loop thread) ---------------------------------------------------------------
 
     def _on_loop_thread(self) -> bool:
-        return threading.get_ident() == getattr(self._session, "loop_thread", None)
+        return threading.get_ident() == self._session.loop_thread
 
     def _schedule_sweep(self) -> None:
         loop = self._session.loop

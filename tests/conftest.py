@@ -150,6 +150,32 @@ def ws_server(server_thread: ServerThread) -> Iterator[WsServer]:
     stop_server(server_thread, state.server)
 
 
+def _picows_installed() -> bool:
+    try:
+        import dial.transports.picows_engine  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+WS_ENGINES = [
+    "websockets",
+    pytest.param(
+        "picows",
+        marks=pytest.mark.skipif(not _picows_installed(), reason="picows ([fast] extra) missing"),
+    ),
+]
+
+
+@pytest.fixture(params=WS_ENGINES)
+def ws_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once per WebSocket engine: addresses without `engine=` get this one."""
+    from dial import registry
+
+    monkeypatch.setattr(registry, "PREFERRED_WEBSOCKET_ENGINE", request.param)
+    return str(request.param)
+
+
 @dataclass
 class Tls:
     ca_file: str
@@ -292,3 +318,135 @@ def thread_count() -> int:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- slow tests ---------------------------------------------------------------------------------
+
+#: Tests marked `slow` here besides those decorated `@pytest.mark.slow`: each takes a second or
+#: more (daemons restarted, subprocesses, seconds of simulated market, waiting out timeouts).
+#: `make test-fast` (`pytest -m "not slow"`) leaves them out; `make test` runs everything.
+#: "*" marks a whole file. Kept in one table so that files being edited elsewhere stay untouched.
+SLOW: dict[str, frozenset[str]] = {
+    name: frozenset(tests)
+    for name, tests in {
+        "test_faults_proxy.py": ["*"],
+        "test_faults_netns.py": ["*"],
+        "test_databases_restart.py": ["*"],
+        "test_examples.py": ["*"],
+        "test_examples_binance.py": ["*"],
+        "test_examples_huobi.py": ["*"],
+        "test_examples_okx.py": ["*"],
+        "test_typing.py": ["*"],
+        "test_address.py": ["test_option_strings_never_escape_as_other_exceptions"],
+        "test_alive_heartbeat.py": [
+            "test_exponential_backoff_reconnects_once_the_server_is_back",
+            "test_fed_channel_is_not_stale",
+            "test_ping_on_demand_measures_a_round_trip",
+            "test_quiet_channel_with_working_heartbeats_is_not_restarted",
+            "test_silent_server_is_detected_within_ping_plus_deadline_and_resubscribed",
+            "test_stale_channel_is_restarted_within_idle_although_heartbeats_work",
+        ],
+        "test_alive_tracking.py": [
+            "test_ten_thousand_requests_with_a_tenth_unanswered_leave_no_pending_entry",
+        ],
+        "test_alive_wait.py": ["test_idle_wait_uses_no_cpu"],
+        "test_brokers.py": [
+            "test_amqp_reconnects_after_the_broker_drops_the_connection",
+            "test_an_independent_client_reads_what_dial_writes",
+            "test_kafka_consumer_group",
+            "test_kafka_starts_at_the_moment_of_dial_unless_earliest",
+            "test_reconnects_after_the_broker_is_killed_and_restarted",
+            "test_slow_reader_keeps_the_newest_2000",
+            "test_without_reconnect_a_lost_link_stays_down",
+        ],
+        "test_cli.py": [
+            "test_read_reports_a_drop_before_n_messages",
+            "test_read_status_line_on_a_terminal",
+            "test_read_with_reconnect_survives_a_drop",
+            "test_read_without_n_ends_0_when_the_peer_closes",
+            "test_simulate_bad_port_is_a_usage_error",
+            "test_simulate_ctrl_c_exits_0",
+        ],
+        "test_databases.py": [
+            "test_failed_clickhouse_dial_to_a_silent_peer_leaves_nothing",
+            "test_link_lost_inside_a_transaction_is_reported_not_papered_over",
+            "test_no_leaked_threads_or_sockets",
+            "test_shared_table_same_results_everywhere",
+        ],
+        "test_dial_errors.py": ["test_dead_addresses_give_none_within_4_seconds"],
+        "test_fmz.py": [
+            "test_fmz_binance_table_example_ends_when_the_feed_closes",
+            "test_fmz_huobi_example_answers_pings",
+            "test_fmz_okx_example_resubscribes_after_a_drop",
+            "test_fmz_okx_private_example_logs_in_with_exchange_hmac",
+            "test_fmz_script_sigterm_runs_onexit",
+        ],
+        "test_leaks.py": [
+            "test_100_dial_close_cycles_leak_nothing",
+            "test_connection_dropped_without_close_is_cleaned_up",
+            "test_failed_dials_leak_nothing",
+        ],
+        "test_on_connect.py": [
+            "test_a_hung_hook_is_cut_off_and_its_thread_released",
+            "test_a_static_payload_login_goes_stale_where_the_hook_logs_in_afresh",
+            "test_hooked_connections_leak_no_threads_or_sockets",
+            "test_messages_the_hook_did_not_take_reach_read_in_order",
+            "test_simulator_okx_private_channel_survives_drops_with_fresh_logins",
+        ],
+        "test_plugin_cli.py": [
+            "test_absurd_number_does_not_stall_the_server",
+            "test_call_errors_are_one_line",
+            "test_okx_bad_arguments_are_one_line",
+            "test_serve_call_and_stop",
+        ],
+        "test_plugin_server.py": [
+            "test_no_piece_of_a_secret_in_logs_answers_or_reprs",
+            "test_request_log_shows_a_key_fingerprint",
+            "test_upstream_timeout_does_not_block_other_requests",
+        ],
+        "test_sim_binance.py": [
+            "test_a_client_that_answers_pings_stays",
+            "test_a_client_that_does_not_answer_pings_is_dropped",
+            "test_a_kline_is_pushed_closed_then_the_next_one_opens",
+            "test_connections_are_cut_at_the_maximum_lifetime",
+            "test_diff_depth_chain_rebuilds_the_rest_snapshot_exactly",
+            "test_server_shutdown_event_then_disconnect",
+            "test_stream_values_are_consistent",
+            "test_subscribe_list_unsubscribe",
+            "test_well_formed_streams_without_data_are_accepted_and_silent",
+        ],
+        "test_sim_huobi.py": [
+            "test_huobi_a_wrong_pong_does_not_count",
+            "test_huobi_depth_is_pushed_once_a_second",
+            "test_huobi_drops_a_client_right_before_the_third_unanswered_ping",
+            "test_huobi_keeps_a_client_that_answers_pings",
+            "test_huobi_kline_bars_start_on_their_period",
+            "test_huobi_mbp_increments_rebuild_the_book",
+            "test_huobi_unsub_acks_and_stops_the_pushes",
+        ],
+        "test_sim_okx.py": [
+            "test_acks_echo_id_and_errors_use_the_documented_codes",
+            "test_books_snapshot_then_updates_chain_by_seq_id_and_rebuild_the_book",
+            "test_business_candles_and_trades_all",
+            "test_idle_link_is_closed_with_4004_unless_data_or_pongs_flow",
+            "test_orders_channel_pushes_documented_order_updates",
+            "test_positions_snapshot_regular_pushes_and_event_updates",
+            "test_positions_update_interval_zero_pushes_only_events",
+        ],
+        "test_simulator.py": [
+            "test_no_thread_left_after_stop",
+            "test_rate_sets_how_often_prices_are_pushed",
+        ],
+        "test_websocket.py": [
+            "test_compression_bomb_drops_the_link_instead_of_the_memory",
+            "test_text_frame_with_invalid_utf8_stays_str",
+        ],
+    }.items()
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        slow = SLOW.get(item.path.name)
+        if slow and ("*" in slow or getattr(item, "originalname", item.name) in slow):
+            item.add_marker(pytest.mark.slow)

@@ -21,7 +21,8 @@ from tests.servers.base import free_port
 
 
 @pytest.fixture
-def server() -> Iterator[AliveServer]:
+def server(ws_engine: str) -> Iterator[AliveServer]:
+    """The WebSocket server; every test using it runs once per WebSocket engine."""
     instance = AliveServer()
     yield instance
     instance.close()
@@ -35,6 +36,17 @@ def wait_until(condition: Callable[[], bool], seconds: float) -> float:
             pytest.fail(f"condition not met within {seconds} s")
         time.sleep(0.005)
     return time.monotonic() - start
+
+
+def client_sockets_to(port: int) -> list:
+    """This process's open TCP connections to `port` (the client ends)."""
+    import psutil
+
+    return [
+        c
+        for c in psutil.Process().net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    ]
 
 
 def read_until(conn: dial.connection.Connection, wanted: str, seconds: float = 5.0) -> list:
@@ -158,12 +170,13 @@ def test_silent_server_without_reconnect_ends_the_connection(server: AliveServer
     try:
         conn.write("before")
         assert conn.read(2000) == "before"
+        assert len(client_sockets_to(server.port)) == 1
         server.stall(server.live()[0])
         wait_until(lambda: not conn.connected, 3)
         assert conn.read() == ""  # drained and down: at once
         assert conn.write("x") == 0
         # our side dropped the dead socket (the stalled server reads nothing, so cannot tell)
-        wait_until(lambda: conn._session.transport._stream is None, 3)
+        wait_until(lambda: not client_sockets_to(server.port), 3)
     finally:
         conn.close()
 
@@ -268,7 +281,7 @@ def test_backoff_restarts_after_a_link_that_stayed_up(server: AliveServer) -> No
         conn.close()
 
 
-def test_exponential_backoff_reconnects_once_the_server_is_back() -> None:
+def test_exponential_backoff_reconnects_once_the_server_is_back(ws_engine: str) -> None:
     port = free_port()
     server = AliveServer(port=port)
     conn = Dial(

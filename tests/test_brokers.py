@@ -585,3 +585,47 @@ def test_close_leaves_no_threads_behind(broker: tuple[Any, int]) -> None:
     conn.close()  # idempotent
     extra = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert [t.name for t in extra if t.name != "dial-reactor"] == []
+
+
+@pytest.mark.slow
+def test_kafka_close_stops_a_producer_stuck_on_a_frozen_broker(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The branch of KafkaTransport.close() for a producer still sending after stop() gave up:
+    its sender task is cancelled and awaited, and the client is closed (no socket left to the
+    broker). The broker is frozen (SIGSTOP), so its TCP links stay open and requests hang."""
+    import os
+    import signal
+
+    import psutil
+
+    port = free_port()
+    process = start_tansu(port)
+    conn = Dial(KAFKA.url(port, unique("dial_frozen_")), raise_errors=True)
+    me = psutil.Process()
+
+    def links_to_broker() -> int:
+        return sum(
+            1
+            for c in me.net_connections("tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        )
+
+    try:
+        conn.write("before")
+        assert conn.read(WAIT * 1000) == "before"
+        assert links_to_broker() >= 1
+        os.killpg(process.pid, signal.SIGSTOP)
+        conn.write("stuck")  # produced into a request the frozen broker never answers
+        time.sleep(0.5)
+        with caplog.at_level(logging.DEBUG, logger="dial"):
+            started = time.monotonic()
+            conn.close()
+            took = time.monotonic() - started
+        assert "error while closing" not in caplog.text, caplog.text
+        assert took < 12, f"close() took {took:.1f} s"
+        assert wait_for(lambda: links_to_broker() == 0, 5), "the Kafka client was not closed"
+    finally:
+        os.killpg(process.pid, signal.SIGCONT)
+        conn.close()
+        stop(process)

@@ -341,7 +341,8 @@ def test_simulate_help_lists_every_venue_path_and_channel() -> None:
     for served in (
         "/ws/<stream>", "/stream?streams=", "@aggTrade", "@depth", "@kline_", "!miniTicker@arr",
         "/api/v3/depth", "/ws/v5/public", "/ws/v5/business", "/ws/v5/private", "books5",
-        "bbo-tbt", "candle1m", "orders", "market.<symbol>.ticker", "depth.step0-5", "trade.detail", "bbo",
+        "bbo-tbt", "candle1m", "orders", "market.<symbol>.ticker", "depth.step0-5",
+        "trade.detail", "bbo",
     ):  # fmt: skip
         assert served in result.stdout, served
 

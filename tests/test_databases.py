@@ -15,7 +15,7 @@ import pytest
 
 import dial
 from dial import Dial, DialError
-from dial.database import DatabaseConnection, release, translate_placeholders
+from dial.databases import DatabaseConnection, release, translate_placeholders
 
 from .servers.databases import clickhouse_server, mariadb_server, postgres_server  # noqa: F401
 
@@ -242,7 +242,7 @@ def test_clickhouse_inline_values_and_multi_row_placeholders(clickhouse_server):
 
 
 def test_clickhouse_http_form_parses_and_fails_clearly_without_server():
-    from dial.transports.clickhouse import parse_clickhouse_target
+    from dial.databases.backends.clickhouse import parse_clickhouse_target
 
     settings = parse_clickhouse_target("https://127.0.0.1?username=u&password=p&database=d")
     assert settings == {
@@ -455,16 +455,25 @@ def test_no_leaked_threads_or_sockets(database):
         del abandoned
         gc.collect()
 
+    def settled(floor: tuple[int, int]) -> tuple[int, int]:
+        deadline = time.monotonic() + 5
+        now = (threading.active_count(), process.num_fds())
+        while (now[0] > floor[0] or now[1] > floor[1] + 4) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = (threading.active_count(), process.num_fds())
+        return now
+
     rounds(2)  # warm up: the reactor thread, imports, engine start-up
     before = (threading.active_count(), process.num_fds())
     rounds(15)
-    deadline = time.monotonic() + 5
-    after = (threading.active_count(), process.num_fds())
-    while (after[0] > before[0] or after[1] > before[1]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        after = (threading.active_count(), process.num_fds())
+    middle = settled(before)
+    rounds(15)
+    after = settled(middle)
     assert after[0] <= before[0], f"threads {before[0]} -> {after[0]}"
-    assert after[1] <= before[1] + 4, f"fds {before[1]} -> {after[1]}"
+    # A leak per round adds 15 in each batch; chDB's engine also opens files of its own once
+    # (logs, caches) while it warms up, so for it only the second batch must add nothing.
+    first = middle if "chdb" in address else before
+    assert after[1] <= first[1] + 4, f"fds {before[1]} -> {middle[1]} -> {after[1]}"
 
 
 def test_failed_dials_leak_nothing(mariadb_server, postgres_server, clickhouse_server):  # noqa: F811

@@ -93,7 +93,7 @@ def dead_addresses(silent: int, http_404: int, echo: EchoServers) -> list[tuple[
 
 
 def test_dead_addresses_give_none_within_4_seconds(
-    silent_port: int, http_404_port: int, echo_servers: EchoServers, monkeypatch
+    silent_port: int, http_404_port: int, echo_servers: EchoServers, monkeypatch, ws_engine: str
 ) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     cases = dead_addresses(silent_port, http_404_port, echo_servers)
@@ -141,7 +141,7 @@ def test_bad_timeout_is_a_clean_error() -> None:
     assert "number of seconds" in last_error()
 
 
-def test_peer_closing_during_tls_handshake_has_a_reason() -> None:
+def test_peer_closing_during_tls_handshake_has_a_reason(ws_engine: str) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:

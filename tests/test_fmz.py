@@ -304,6 +304,25 @@ def test_fmz_okx_private_example_logs_in_with_exchange_hmac(fmz_simulator: Simul
     assert "Traceback" not in script.err
 
 
+def test_fmz_okx_private_on_connect_logs_in_afresh_after_drops(fmz_simulator: Simulator) -> None:
+    """A login in `payload` would go stale; through `on_connect` each reconnect signs anew."""
+    fmz_simulator.settings.okx_login_window = 1.0
+    fmz_simulator.settings.okx_positions_interval = 0.2
+    script = fmz_script("okx_private_on_connect.py", redirect_env(fmz_simulator))
+    try:
+        for logins in (1, 2, 3):
+            assert script.wait_for("logged in at", count=logins, seconds=20), script.out
+            assert script.wait_for('"channel":"positions"', count=2 * logins, seconds=20)
+            time.sleep(1.2)  # longer than the login window: a replayed login would be refused
+            fmz_simulator.drop_all()
+        assert script.wait_for("logged in at", count=4, seconds=20), script.out
+        assert fmz_simulator.counters["okx.logins"] == 4
+        assert fmz_simulator.counters["okx.login_failures"] == 0
+    finally:
+        assert script.interrupt() == 130
+    assert "Traceback" not in script.err
+
+
 def test_fmz_script_sigterm_runs_onexit(fmz_simulator: Simulator) -> None:
     script = fmz_script("huobi_heartbeat.py", redirect_env(fmz_simulator))
     assert script.wait_for("ret:"), script.err

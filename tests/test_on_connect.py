@@ -139,7 +139,8 @@ class PrivateServer:
 
 
 @pytest.fixture
-def private(server_thread: ServerThread) -> Iterator[PrivateServer]:
+def private(server_thread: ServerThread, ws_engine: str) -> Iterator[PrivateServer]:
+    """The private WebSocket server; every test using it runs once per WebSocket engine."""
     from websockets.asyncio.server import serve
 
     state = PrivateServer(server_thread)

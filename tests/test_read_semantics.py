@@ -12,6 +12,8 @@ from dial import Dial
 from dial.buffer import MessageBuffer
 from tests.conftest import WsServer, wait_until
 
+pytestmark = pytest.mark.usefixtures("ws_engine")  # every WebSocket engine, the same table
+
 
 def filled(ws_server: WsServer, count: int):
     conn = Dial(ws_server.url)

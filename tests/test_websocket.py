@@ -1,4 +1,7 @@
-"""ws:// and wss:// against a real websockets server: codecs, payload, reconnect, TLS, proxy."""
+"""ws:// and wss:// against a real websockets server: codecs, payload, reconnect, TLS, proxy.
+
+Every test here runs once per WebSocket engine (the `ws_engine` fixture: websockets, and
+picows when the [fast] extra is installed): both must behave the same."""
 
 from __future__ import annotations
 
@@ -12,7 +15,21 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from dial import Dial, last_error
+from dial.connection import session_of
 from tests.conftest import Socks, WsServer, wait_until
+
+pytestmark = pytest.mark.usefixtures("ws_engine")
+
+
+def engine_of(conn) -> str:
+    return session_of(conn).transport.engine
+
+
+def test_the_chosen_engine_serves_the_connection(ws_server: WsServer, ws_engine: str) -> None:
+    with Dial(ws_server.url) as conn:
+        assert engine_of(conn) == ws_engine
+        conn.write("echo:hi")
+        assert conn.read(3000) == "hi"
 
 
 @pytest.mark.parametrize(
@@ -60,6 +77,7 @@ def test_dual_mode_compresses_both_ways(ws_server: WsServer) -> None:
 
 def test_enable_compression_negotiates_permessage_deflate(ws_server: WsServer) -> None:
     with Dial(f"{ws_server.url}|enableCompression=true") as conn:
+        assert engine_of(conn) == "websockets"  # picows has no permessage-deflate
         conn.write("x" * 10_000)
         assert conn.read(3000) == "x" * 10_000
     assert "permessage-deflate" in ws_server.extensions[-1]
@@ -243,3 +261,58 @@ def test_write_accepts_str_and_bytes_and_rejects_others(ws_server: WsServer) -> 
         with pytest.raises(TypeError):
             conn.write(12345)
         assert conn.read(3000) == "héllo"
+
+
+def test_fragmented_messages_are_joined_and_keep_their_frame_kind(raw_ws_server) -> None:
+    text = b"\x01\x03hel" + b"\x00\x01l" + b"\x80\x01o"  # text: start, continue, end
+    binary = b"\x02\x02\x00\xff" + b"\x80\x01\x10"  # binary: start, end
+    conn = Dial(raw_ws_server(text + b"\x89\x00" + binary))  # a ping between messages
+    assert conn.read(2000) == "hello"
+    assert conn.read(2000) == b"\x00\xff\x10"
+    assert conn.connected
+    conn.close()
+
+
+def test_a_continuation_without_a_start_is_a_protocol_error(raw_ws_server) -> None:
+    conn = Dial(raw_ws_server(b"\x81\x02ok" + b"\x80\x02no"))
+    assert conn.read(2000) == "ok"
+    assert conn.read(2000) == ""
+    assert "protocol error" in conn.stats().last_error
+    conn.close()
+
+
+def test_server_close_frame_gives_its_code_and_reason(ws_server: WsServer) -> None:
+    conn = Dial(ws_server.url)
+    conn.write("echo:before")
+    conn.write("close")
+    assert conn.read(3000) == "before"
+    assert conn.read(3000) == ""
+    assert conn.stats().last_error == "server closed the WebSocket (code 1001, going away)"
+    assert conn.write("x") == 0
+    conn.close()
+
+
+def test_close_sends_a_normal_close_frame(ws_server: WsServer) -> None:
+    conn = Dial(ws_server.url)
+    conn.write("echo:x")
+    assert conn.read(3000) == "x"
+    assert wait_until(lambda: len(ws_server.connections) == 1)
+    server_side = ws_server.connections[0]
+    conn.close()
+    assert wait_until(lambda: server_side.close_code is not None, 3)
+    assert server_side.close_code == 1000
+
+
+def test_a_large_message_arrives_whole(ws_server: WsServer) -> None:
+    big = "y" * 3_000_000  # many socket reads, one message
+    with Dial(ws_server.url) as conn:
+        conn.write(f"echo:{big}")
+        assert conn.read(5000) == big
+        assert conn.stats().bytes_in > 3_000_000
+
+
+def test_ping_on_demand_round_trip(ws_server: WsServer) -> None:
+    with Dial(ws_server.url) as conn:
+        rtt = conn.ping(3)
+        assert rtt is not None and 0 <= rtt < 1
+        assert conn.stats().last_rtt == rtt

@@ -3,14 +3,29 @@
 aio-pika's plain (non-robust) connection: a broken link is reported to the session once and
 `connect()` declares and consumes again. aio-pika sets up the connection, channel, queue and
 bindings; the two hot paths use its aiormq channel directly (one task per delivery instead
-of two, no per-message wrapper objects). Deliveries are consumed with `no_ack`: the broker
-hands them over once, and the ring buffer decides what a slow reader still sees.
+of two, no per-message wrapper objects).
+
+Deliveries are acknowledged once they are in the ring buffer (one `multiple` ack per burst),
+so what the broker handed to a link that died before acknowledging it goes back to the queue
+and is delivered again: a consumer loses nothing with its link. After a loss a message can
+therefore arrive twice, and one a dead link held comes after newer ones. The ring buffer
+still decides what a slow reader sees.
+
+A dead flow (the broker's side of the old connection still open, nothing arriving) leaves
+the broker holding the old consumer, which it would deal every other message. With `ping`,
+the AMQP heartbeat asked of the broker follows it (`ping + pong` rounded up, 1 to 60 s), so
+the broker drops such a connection within about three heartbeats; and after a link the
+heartbeat found dead, the next consumer has a higher priority (`x-priority`) than the old one
+until the broker must have dropped it, so it gets every message meanwhile. It then consumes
+at the normal priority again (other consumers of the queue share it round-robin again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from typing import Any
 
 import aio_pika
@@ -18,28 +33,139 @@ import aiormq
 import aiormq.exceptions
 from aio_pika.connection import make_url
 from aio_pika.exceptions import ChannelClosed
+from aiormq.connection import TCPTransportFactory
 from pamqp.commands import Basic
+from yarl import URL
 
 from ..address import Address, split_host_port
 from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
+from ._teardown import run_to_end
 from .base import Receiver, StreamTransport
 
 __all__ = ["AmqpTransport"]
 
 # The library logs tracebacks for connection failures that Dial already reports as one
 # reason; keep them out of a program that configured no logging (configured handlers
-# still receive them).
+# still receive them, except what `_LinkLossFilter` below turns into one debug line).
 logging.getLogger("aiormq").addHandler(logging.NullHandler())
 logging.getLogger("aio_pika").addHandler(logging.NullHandler())
 
 QUERY = frozenset({"queue", "exchange", "routing_key", "durable", "confirm"})
 DEFAULT_PORT = 5672
 CONNECT_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 3.0
+CLOSE_TIMEOUT = 3.0  # s the broker gets to answer Connection.Close before the socket is dropped
+ABORTED_CLOSE_TIMEOUT = 0.2  # s for the close of a link whose socket is already dropped
 DRAIN_EVERY = 256
+ACK_DELAY = 0.005  # s a delivery may wait for its ack, so that one ack covers a burst
+ACK_EVERY = 256  # deliveries after which the ack goes at once
 NEW_EXCHANGE_TYPE = aio_pika.ExchangeType.TOPIC
+MAX_HEARTBEAT = 60  # s, the AMQP heartbeat without `ping` (aiormq's and RabbitMQ's default)
+GHOST_HEARTBEATS = 3  # a broker drops a silent connection within about 2.5 heartbeats
+
+
+class _LinkLossFilter(logging.Filter):
+    """aiormq logs every lost link (a reset, an EOF) at WARNING with the full traceback, and
+    a failed connect at ERROR; Dial already reports both as one reason (`last_error`, its own
+    log). Such a record becomes one DEBUG line without the traceback, or is dropped when the
+    logger is not enabled for DEBUG; anything else (a malformed frame) is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno <= logging.DEBUG:
+            return True
+        error = _link_error(record)
+        if error is None:
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        text = f"{record.getMessage()} ({error.__class__.__name__}: {error})"
+        record.msg, record.args = text.replace("%", "%%"), ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return True
+
+
+def _link_error(record: logging.LogRecord) -> BaseException | None:
+    """The connection error a record is about: its exc_info, or an exception argument."""
+    candidates: list[object] = []
+    if record.exc_info and record.exc_info[1] is not None:
+        candidates.append(record.exc_info[1])
+    elif isinstance(record.args, tuple):
+        candidates.extend(record.args)
+    for error in candidates:
+        if isinstance(error, OSError | EOFError):  # AMQPConnectionError is a ConnectionError
+            return error
+    return None
+
+
+logging.getLogger("aiormq.connection").addFilter(_LinkLossFilter())
+
+
+class _Socket(TCPTransportFactory):
+    """aiormq's plain TCP transport, remembering its socket: a link the heartbeat found dead
+    is dropped at once (no Connection.Close to send, no Close-Ok to wait for), and a close
+    the broker never answers ends by dropping it."""
+
+    writer: asyncio.StreamWriter | None = None
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await super().create(url, **kwargs)
+        self.writer = writer
+        return reader, writer
+
+    def abort(self) -> None:
+        writer = self.writer
+        if writer is not None:
+            writer.transport.abort()
+
+
+class _Acks:
+    """Acknowledges deliveries once they are in the buffer: the channel's delivery tags only
+    grow, so one `multiple` ack covers everything up to a tag. One task sends them, one at a
+    time, at most every ACK_DELAY s (or every ACK_EVERY deliveries): a flood costs a few
+    hundred acks a second, and a lost link leaves at most that much to be delivered twice."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.received = 0  # the highest delivery tag handed to the buffer
+        self.acked = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def note(self, tag: int) -> None:
+        self.received = tag
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self.acked < self.received:
+                if self.received - self.acked < ACK_EVERY:
+                    await asyncio.sleep(ACK_DELAY)  # the rest of this burst first
+                tag = self.received
+                await self.channel.basic_ack(tag, multiple=True, wait=False)
+                self.acked = tag
+        except Exception:  # the link is gone: the broker requeues what was not acked
+            pass
+        finally:
+            self.task = None
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def last(self) -> None:
+        """Before a graceful close: acknowledge what is still unacknowledged (the frame goes
+        out ahead of Connection.Close), so the next consumer does not get it again."""
+        self.stop()
+        if self.acked < self.received:
+            try:
+                ack = self.channel.basic_ack(self.received, multiple=True, wait=False)
+                await asyncio.wait_for(ack, ABORTED_CLOSE_TIMEOUT)
+            except Exception:  # the link is going anyway
+                pass
 
 
 class AmqpTransport(StreamTransport):
@@ -68,11 +194,18 @@ class AmqpTransport(StreamTransport):
         self.confirm = parse_bool("amqp", "confirm", query.get("confirm", "false"))
         self.user = target.user if target.user is not None else "guest"
         self.password = target.password if target.password is not None else "guest"
+        self.heartbeat = amqp_heartbeat(address)
         self._connection: Any = None
+        self._socket: _Socket | None = None
         self._channel: Any = None
         self._underlay: Any = None
         self._receiver: Receiver | None = None
         self._unwaited = 0
+        self._acks: _Acks | None = None
+        self._aborted = False
+        self._priority = 0  # x-priority of the current link's consumer
+        self._ghosts: list[tuple[int, float]] = []  # (priority, monotonic time it must be gone)
+        self._demoter: asyncio.Task[None] | None = None
 
     @property
     def where(self) -> str:
@@ -89,16 +222,19 @@ class AmqpTransport(StreamTransport):
             login=self.user,
             password=self.password,
             virtualhost=self.vhost,
+            heartbeat=self.heartbeat,
         )
         connection = aio_pika.Connection(url, client_properties={"connection_name": "dialkit"})
+        socket = _Socket()
+        connection.kwargs["transport_factory"] = socket  # handed on to aiormq.Connection
         try:
             await connection.connect(timeout=CONNECT_TIMEOUT)
         except BaseException as exc:
-            await _close_quietly(connection)
+            await _close_quietly(connection, socket, 0.0)
             if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
                 raise
             raise ConnectError(f"{self.where}: {describe(exc)}") from None
-        self._connection = connection
+        self._connection, self._socket = connection, socket
         try:
             await self._declare_and_consume(connection, receiver)
         except BaseException:
@@ -138,11 +274,18 @@ class AmqpTransport(StreamTransport):
                 await queue.bind(self.exchange, routing_key=self.routing_key)
             underlay = await channel.get_underlay_channel()
             deliver = receiver.deliver
+            acks = self._acks = _Acks(underlay)
+            note = acks.note
 
             async def on_delivery(message: Any) -> None:
                 deliver(text_message(message.body))
+                note(message.delivery.delivery_tag)
 
-            await underlay.basic_consume(queue.name, on_delivery, no_ack=True)
+            priority, ghosts_gone_in = self._consumer_priority()
+            arguments = {"x-priority": priority} if priority else None
+            consumed = await underlay.basic_consume(
+                queue.name, on_delivery, no_ack=False, arguments=arguments
+            )
         except asyncio.CancelledError:
             raise
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -155,6 +298,47 @@ class AmqpTransport(StreamTransport):
                 f"{where}: setting up queue {self.queue!r} failed: {describe(exc)}"
             ) from None
         self._underlay = underlay
+        self._priority = priority
+        if priority:
+            self._demoter = asyncio.ensure_future(
+                self._demote(underlay, queue.name, on_delivery, consumed, ghosts_gone_in)
+            )
+
+    def _consumer_priority(self) -> tuple[int, float]:
+        """The priority for a new consumer: above every consumer of an earlier link that the
+        broker may still hold (0 when none), and the seconds until it must have dropped them."""
+        now = time.monotonic()
+        self._ghosts = [(p, gone) for p, gone in self._ghosts if gone > now]
+        if not self._ghosts:
+            return 0, 0.0
+        return 1 + max(p for p, _ in self._ghosts), max(g for _, g in self._ghosts) - now
+
+    async def _demote(
+        self, underlay: Any, queue: str, on_delivery: Any, consumed: Any, delay: float
+    ) -> None:
+        """Consume at the normal priority again once the broker must have dropped the old
+        consumers: a new consumer first, then cancel the prioritised one. Both deliver on
+        this channel, in order, so nothing is lost or reordered on the way."""
+        await asyncio.sleep(delay)
+        try:
+            await underlay.basic_consume(queue, on_delivery, no_ack=False)
+            self._priority = 0
+            await underlay.basic_cancel(consumed.consumer_tag)
+        except Exception:  # the link is going: its loss is reported by its close callback
+            pass
+
+    def abort(self) -> None:
+        self._receiver = None
+        self._underlay = None
+        self._aborted = True
+        if self._connection is not None:
+            # The broker hears nothing of a dead flow until its own heartbeat runs out, and
+            # deals messages to this link's consumer until then: outrank it meanwhile.
+            heartbeat = self.heartbeat or MAX_HEARTBEAT
+            gone = time.monotonic() + GHOST_HEARTBEATS * heartbeat + 1.0
+            self._ghosts.append((self._priority, gone))
+        if self._socket is not None:
+            self._socket.abort()
 
     async def send(self, data: Message) -> None:
         underlay = self._underlay
@@ -180,21 +364,68 @@ class AmqpTransport(StreamTransport):
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        self._underlay = None
+        socket, self._socket = self._socket, None
+        aborted, self._aborted = self._aborted, False
+        acks, self._acks = self._acks, None
+        demoter, self._demoter = self._demoter, None
+        self._channel = self._underlay = None
         self._receiver = None
+        if demoter is not None:
+            demoter.cancel()
+        if acks is not None:
+            acks.stop()
         if connection is not None:
-            await _close_quietly(connection)
+            if aborted:
+                await _close_quietly(connection, socket, ABORTED_CLOSE_TIMEOUT)
+            else:
+                await _close_quietly(connection, socket, CLOSE_TIMEOUT, acks)
 
     def describe(self) -> str:
         return f"queue={self.queue}" + (f" exchange={self.exchange}" if self.exchange else "")
 
 
-async def _close_quietly(connection: Any) -> None:
+def amqp_heartbeat(address: Address) -> int | None:
+    """The AMQP heartbeat (whole seconds) to ask for: with `ping`, about the Dial heartbeat
+    deadline `ping + pong`, 1 to 60 s; None (the library default, 60 s) without it."""
+    options = address.options
+    if options.ping is None:
+        return None
+    deadline = options.ping + (options.pong or options.ping)
+    return min(MAX_HEARTBEAT, max(1, math.ceil(deadline)))
+
+
+async def _close_quietly(
+    connection: Any, socket: _Socket | None, seconds: float, acks: _Acks | None = None
+) -> None:
+    """Close `connection`: the broker gets `seconds` to answer Connection.Close, then the
+    socket is dropped and the close ends at once. A cancelled caller does not cut it short
+    (`run_to_end`), and the connection ends marked closed in any case: an aio-pika Connection
+    left open schedules `close()` from its `__del__` on whatever loop collects it."""
     if not connection.is_closed:
-        try:
-            await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
-        except Exception:
-            pass
+        closing = _close(connection, socket, seconds, acks)
+        await run_to_end(closing, socket.abort if socket else None)
+
+
+async def _close(
+    connection: Any, socket: _Socket | None, seconds: float, acks: _Acks | None
+) -> None:
+    if acks is not None:
+        await acks.last()
+    closing = asyncio.ensure_future(connection.close())
+    try:
+        if seconds > 0:
+            await asyncio.wait({closing}, timeout=seconds)
+        if not closing.done():
+            if socket is not None:
+                socket.abort()
+            await asyncio.wait({closing}, timeout=ABORTED_CLOSE_TIMEOUT)
+    finally:
+        if not closing.done():
+            closing.cancel()
+        elif not closing.cancelled():
+            closing.exception()  # retrieved: closing a broken link may fail, nothing to do
+        if not connection._closed.done():  # private; aio-pika has no public way to mark it
+            connection._closed.set_result(True)
 
 
 async def _exists(connection: Any, kind: str, name: str) -> bool:

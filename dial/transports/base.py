@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..address import Address
-from ..buffer import Message
+from ..buffer import Message, MessageBuffer
 from ..errors import AddressError
 
-__all__ = ["DatabaseBackend", "Receiver", "StreamTransport"]
+__all__ = ["UNIVERSAL_OPTIONS", "Receiver", "StreamTransport"]
 
 
 class Receiver:
@@ -25,6 +25,17 @@ class Receiver:
 
     deliver: Callable[[Message], None]
     bytes_in: int = 0  # transports with `counts_bytes_in` add received wire bytes here
+
+    def deliver_many(self, messages: list[Message]) -> None:
+        """Hand over several messages received together (one socket read), in order: the
+        same as `deliver` for each, with the buffer hand-over paid once for the batch."""
+        deliver = self.deliver
+        buffer = getattr(deliver, "__self__", None)
+        if type(buffer) is MessageBuffer and getattr(deliver, "__func__", None) is _PUT:
+            buffer.put_many(messages)  # the common case: deliver is the buffer's put itself
+            return
+        for message in messages:
+            deliver(message)
 
     def lost(self, reason: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -80,6 +91,22 @@ class StreamTransport(ABC):
         """Drop the current link at once, skipping any closing handshake: a watchdog found
         it dead, so waiting for the peer would only delay the reconnect. `close()` follows."""
 
+    #: Seconds a reconnect attempt is always given, however short the heartbeat: the
+    #: protocol's own handshake (TCP, then its login and subscriptions), with room to spare.
+    attempt_floor: ClassVar[float] = 1.0
+
+    def attempt_limit(self, longest: float) -> float:
+        """Seconds one reconnect attempt may take: `longest`, or with a heartbeat (`ping`) no
+        more than its deadline `ping + pong`, and never less than `attempt_floor`. An attempt
+        that went into a blackhole (SYNs swallowed, a handshake never answered) is given up
+        about when a live link would have been found dead, so the next attempt starts soon
+        after the path is back instead of up to `longest` seconds later."""
+        options = self.address.options
+        if options.ping is None:
+            return longest
+        deadline = options.ping + (options.pong or options.ping)
+        return min(longest, max(deadline, self.attempt_floor))
+
     #: True when `ping()` is implemented (a protocol-level heartbeat, e.g. WebSocket ping).
     supports_ping: ClassVar[bool] = False
 
@@ -101,26 +128,7 @@ class StreamTransport(ABC):
             )
 
 
-class DatabaseBackend(ABC):
-    """One database driver behind `exec(sql, *params)`; see `dial.database`."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        if address.options.given:  # `|` options are stream options: none applies here
-            raise AddressError(
-                f"option {', '.join(sorted(address.options.given))} is not supported for "
-                f"{address.scheme}://"
-            )
-
-    @abstractmethod
-    async def connect(self) -> None: ...
-
-    @abstractmethod
-    async def execute(self, sql: str, params: tuple[Any, ...]) -> Any: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
+_PUT = MessageBuffer.put
 
 UNIVERSAL_OPTIONS = frozenset(
     {

@@ -30,6 +30,7 @@ from ..address import Address, split_host_port
 from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import parse_target
+from ._teardown import run_to_end
 from .base import Receiver, StreamTransport
 
 __all__ = ["KafkaTransport"]
@@ -55,6 +56,10 @@ BROKEN = (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT)
 
 class KafkaTransport(StreamTransport):
     """Consumes TOPIC (from the moment of Dial by default) and produces to it."""
+
+    # A connect is a dozen requests (bootstrap and metadata twice, offsets): more than the
+    # one round trip or two of the other protocols.
+    attempt_floor = 2.0
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -154,6 +159,8 @@ class KafkaTransport(StreamTransport):
     async def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
         first = not self._positions
+        starts: dict[TopicPartition, int] = {}
+        ends: dict[TopicPartition, int] = {}
         if not first:  # a cursor outside the log (retention, or a broker that lost its data)
             starts = await consumer.beginning_offsets(partitions)
             ends = await consumer.end_offsets(partitions)
@@ -172,7 +179,7 @@ class KafkaTransport(StreamTransport):
     async def _join(self, consumer: Any) -> None:
         assigned = asyncio.get_running_loop().create_future()
 
-        class Listener(ConsumerRebalanceListener):
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
             async def on_partitions_revoked(self, revoked: Any) -> None:
                 pass
 
@@ -230,7 +237,7 @@ class KafkaTransport(StreamTransport):
             batch = self._open_batch(producer)
         if batch.append(key=None, value=body, timestamp=None) is None:  # full
             self._batch = None
-            await self._ship(batch)
+            await self._ship(batch, producer)
             batch = self._open_batch(producer)
             if batch.append(key=None, value=body, timestamp=None) is None:
                 self._batch = None
@@ -244,52 +251,48 @@ class KafkaTransport(StreamTransport):
     def _ship_open_batch(self) -> None:
         batch, self._batch = self._batch, None
         if batch is not None and batch.record_count():
-            task = asyncio.ensure_future(self._ship(batch))
+            task = asyncio.ensure_future(self._ship(batch, self._producer))
             self._shipping.add(task)
             task.add_done_callback(self._shipping.discard)
 
-    async def _ship(self, batch: Any) -> None:
+    async def _ship(self, batch: Any, producer: Any) -> None:
         async with self._ship_lock:  # FIFO: batches reach aiokafka in the order written
-            producer = self._producer
             if producer is None:
                 return
             batch.close()
             try:
-                await producer.send_batch(batch, self.topic, partition=self._partition)
+                delivered = await producer.send_batch(batch, self.topic, partition=self._partition)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # delivery problems also show as a broken connection
                 log.warning("%s: produce failed: %s", self.where, describe(exc))
+                return
+            delivered.add_done_callback(_retrieve)  # a batch lost with its link fails quietly
+
+    def abort(self) -> None:
+        """A heartbeat found the link dead: `close()` then fails what is in flight at once
+        instead of waiting for the dead broker (see `_close_part`)."""
+        self._broken = True
+        self._receiver = None
 
     async def close(self) -> None:
+        # Detach the link first, in one step: a new connect() never sees it, and the teardown
+        # (a task of its own) runs to its end even if this close() is cancelled half-way.
         self._receiver = None
         self._batch = None
         shipping = list(self._shipping)
-        if shipping:  # let queued batches reach aiokafka before its producer stops
-            await asyncio.wait(shipping, timeout=CLOSE_TIMEOUT)
-            for task in shipping:
-                task.cancel()
         fetcher, self._fetcher = self._fetcher, None
-        if fetcher is not None:
-            fetcher.cancel()
-            await asyncio.gather(fetcher, return_exceptions=True)
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
-        # A producer's stop() flushes queued batches and would wait out the request timeout
-        # when the broker is gone: give it little time after a loss, then close its client
-        # (metadata task, sockets) in any case.
-        grace = LOST_CLOSE_TIMEOUT if self._broken else CLOSE_TIMEOUT
-        self._broken = False
-        for part, client in ((consumer, _client_of(consumer)), (producer, _client_of(producer))):
-            if part is None:
-                continue
-            await _quietly(part.stop(), grace)
-            sender = getattr(part, "_sender", None)
-            sender_task = getattr(sender, "sender_task", None)
-            if sender_task is not None and not sender_task.done():
-                sender_task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            await _quietly(client.close(), CLOSE_TIMEOUT)
+        broken, self._broken = self._broken, False
+        if shipping or fetcher is not None or consumer is not None or producer is not None:
+            clients = [_client_of(part) for part in (consumer, producer) if part is not None]
+
+            def hurry() -> None:  # close() was cancelled: nothing may wait for the broker
+                for client in clients:
+                    _abort_sockets(client)
+
+            await run_to_end(_teardown(shipping, fetcher, consumer, producer, broken), hurry)
 
     def describe(self) -> str:
         return f"topic={self.topic}" + (f" group={self.group}" if self.group else "")
@@ -307,6 +310,103 @@ async def _quietly(step: Any, seconds: float) -> None:
             raise
     except Exception:
         pass
+
+
+async def _teardown(
+    shipping: list[asyncio.Task[None]],
+    fetcher: asyncio.Task[None] | None,
+    consumer: Any,
+    producer: Any,
+    broken: bool,
+) -> None:
+    if shipping:  # let queued batches reach aiokafka before its producer stops
+        await asyncio.wait(shipping, timeout=LOST_CLOSE_TIMEOUT if broken else CLOSE_TIMEOUT)
+        for task in shipping:
+            task.cancel()
+    if fetcher is not None:
+        fetcher.cancel()
+        await asyncio.gather(fetcher, return_exceptions=True)
+    for part in (consumer, producer):
+        if part is not None:
+            await _close_part(part, broken)
+
+
+async def _close_part(part: Any, broken: bool) -> None:
+    """Stop a consumer or producer and close its client (metadata task, sockets), bounded.
+
+    A healthy link is stopped gracefully (a producer flushes its queued batches). After a
+    loss the broker will not answer: the client's sockets are dropped and the client closed
+    first, which fails the in-flight requests at once; the producer's sender task is ended
+    (`_end_sender`), what it still queued is failed, and stop() only finishes the rest."""
+    client = _client_of(part)
+    if broken:
+        _abort_sockets(client)
+        await _quietly(client.close(), CLOSE_TIMEOUT)
+        await _end_sender(part, LOST_CLOSE_TIMEOUT)
+        _settle_metadata(client)
+        _fail_queued(part)
+        await _quietly(part.stop(), LOST_CLOSE_TIMEOUT)
+    else:
+        await _quietly(part.stop(), CLOSE_TIMEOUT)
+        await _end_sender(part, LOST_CLOSE_TIMEOUT)  # stop() ran out of time: it still runs
+    await _quietly(client.close(), CLOSE_TIMEOUT)  # again: what stop() may have reopened
+    _settle_metadata(client)
+
+
+def _sender_task(part: Any) -> asyncio.Task[None] | None:
+    """The producer's sender task while it still runs (a consumer has none)."""
+    task: asyncio.Task[None] | None = getattr(getattr(part, "_sender", None), "sender_task", None)
+    return task if task is not None and not task.done() else None
+
+
+async def _end_sender(part: Any, seconds: float) -> None:
+    """Cancel the producer's sender task and see it end, within `seconds`. Cancelled, it
+    waits for its in-flight produce requests, and a request that lost its connection waits
+    for a metadata update that a closed client never makes: cancelled again, it cancels the
+    request it waits for."""
+    task = _sender_task(part)
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not task.done():
+        task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await asyncio.wait([task], timeout=min(0.05, remaining))
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not report it as forgotten
+
+
+def _settle_metadata(client: Any) -> None:
+    """A closed client never resolves a metadata update still pending (its synchronizer task
+    is gone): whatever waits for one (a produce request retrying) would wait forever."""
+    future = getattr(client, "_md_update_fut", None)
+    if future is not None and not future.done():
+        future.set_result(False)  # "not updated", as after a failed update
+
+
+def _fail_queued(part: Any) -> None:
+    """Fail the batches a producer still holds: they go nowhere now, and stop() waits for
+    every one of them to be done."""
+    accumulator = getattr(part, "_message_accumulator", None)
+    if accumulator is not None:
+        accumulator.fail_all(aiokafka.errors.KafkaConnectionError("the broker link was lost"))
+
+
+def _abort_sockets(client: Any) -> None:
+    """Drop every broker socket of `client` now: its graceful close would first wait to
+    flush what a dead broker never reads."""
+    for conn in list(getattr(client, "_conns", {}).values()):
+        writer = getattr(conn, "_writer", None)
+        if writer is not None:
+            writer.transport.abort()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _client_of(part: Any) -> Any:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
-import nats
 import nats.errors
+from nats.aio.client import Client as NatsClient
 
 from ..address import Address, split_host_port
 from ..buffer import Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_target
+from ._teardown import run_to_end
 from .base import Receiver, StreamTransport
 
 __all__ = ["NatsTransport"]
@@ -30,6 +32,7 @@ logging.getLogger("nats").addHandler(logging.NullHandler())
 QUERY = frozenset({"topic", "queue"})
 DEFAULT_PORT = 4222
 CONNECT_TIMEOUT = 5  # seconds nats-py allows for one TCP connect + INFO/CONNECT exchange
+CLOSE_TIMEOUT = 3.0
 
 
 class NatsTransport(StreamTransport):
@@ -55,7 +58,7 @@ class NatsTransport(StreamTransport):
         self._client: Any = None
         self._receiver: Receiver | None = None
 
-    def _credentials(self) -> dict[str, str]:
+    def _credentials(self) -> dict[str, Any]:
         if self.user is None:
             return {}
         if self.password is None:  # nats://TOKEN@host, the NATS URL convention
@@ -83,22 +86,28 @@ class NatsTransport(StreamTransport):
         async def on_message(msg: Any) -> None:
             deliver(text_message(msg.data))
 
+        client = NatsClient()
         try:
-            client = await nats.connect(
+            await client.connect(
                 servers=[f"nats://{self.host}:{self.port}"],
                 allow_reconnect=False,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0,
-                connect_timeout=CONNECT_TIMEOUT,
+                # a heartbeat bounds a connect attempt; nats-py's own timeout must not outlast it
+                # (annotated int, but only ever handed to asyncio.wait_for)
+                connect_timeout=self.attempt_limit(CONNECT_TIMEOUT),  # type: ignore[arg-type]
                 error_cb=on_error,
                 disconnected_cb=on_gone,
                 closed_cb=on_gone,
                 name="dialkit",
                 **self._credentials(),
             )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            # nats-py leaves the socket of a failed first connect open (it closes it only to
+            # reconnect): a connect into a blackhole would leak one per attempt.
+            await _close_client(client)
+            if isinstance(exc, asyncio.CancelledError) or not isinstance(exc, Exception):
+                raise
             cause: BaseException = exc
             if isinstance(exc, nats.errors.NoServersError) and errors:
                 cause = errors[-1]
@@ -131,14 +140,25 @@ class NatsTransport(StreamTransport):
     async def close(self) -> None:
         client, self._client = self._client, None
         self._receiver = None
-        if client is not None and not client.is_closed:
-            try:
-                await client.close()
-            except Exception:
-                pass
+        if client is not None:
+            await _close_client(client)
 
     def describe(self) -> str:
         return f"topic={self.subject}" + (f" queue={self.queue}" if self.queue else "")
+
+
+async def _close_client(client: Any) -> None:
+    """Close a nats-py client within CLOSE_TIMEOUT, to the end even if the caller is
+    cancelled meanwhile."""
+    if not client.is_closed:
+        await run_to_end(_quietly(client.close(), CLOSE_TIMEOUT))
+
+
+async def _quietly(step: Awaitable[None], seconds: float) -> None:
+    try:
+        await asyncio.wait_for(step, seconds)
+    except Exception:  # closing a broken link may fail: nothing else to do
+        pass
 
 
 def describe(exc: BaseException) -> str:

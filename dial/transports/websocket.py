@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidURI
@@ -48,6 +48,7 @@ class _WebSocketStream(StreamProtocol):
         self.ws = ws
         self.receiver = receiver
         self.deliver = receiver.deliver
+        self.deliver_many = receiver.deliver_many
         self.decode = decode  # codec for binary frames, or None
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.open = False
@@ -88,22 +89,33 @@ class _WebSocketStream(StreamProtocol):
         ws.receive_data(data)
         events = ws.events_received()
         self.flush()  # pong replies and close frames go out right away
-        deliver, decode = self.deliver, self.decode
-        for event in events:
-            if event.__class__ is not Frame:
-                self._handshake_done(event)
-                continue
-            opcode = event.opcode
-            if event.fin and opcode is _TEXT:
-                deliver(text_message(event.data))  # invalid UTF-8: escaped, not a crash
-            elif event.fin and opcode is _BINARY:
-                deliver(binary_frame(event.data, decode))
-            elif opcode is _CLOSE:
-                self._lost(self._close_reason())
-            elif opcode is _PONG:
-                self._pong(bytes(event.data))
-            elif opcode in (_TEXT, _BINARY, _CONT):
-                self._fragment(event)
+        decode = self.decode
+        batch: list[Message] = []  # handed over once per read, in order
+        append = batch.append
+        try:
+            for event in events:
+                if event.__class__ is not Frame:
+                    self._handshake_done(event)
+                    continue
+                opcode = event.opcode
+                if event.fin and opcode is _TEXT:
+                    append(text_message(event.data))  # invalid UTF-8: escaped, not a crash
+                    continue
+                if event.fin and opcode is _BINARY:
+                    append(binary_frame(event.data, decode))
+                    continue
+                if batch:  # what came before this frame goes first
+                    self.deliver_many(batch)
+                    batch.clear()
+                if opcode is _CLOSE:
+                    self._lost(self._close_reason())
+                elif opcode is _PONG:
+                    self._pong(bytes(event.data))
+                elif opcode in (_TEXT, _BINARY, _CONT):
+                    self._fragment(event)
+        finally:  # also when a frame failed (a compression bomb): those before it count
+            if batch:
+                self.deliver_many(batch)
         if ws.state is not State.OPEN and self.open:
             self._lost(self._close_reason())
         elif not self.open and ws.handshake_exc is not None:  # not even an HTTP response
@@ -188,7 +200,12 @@ def _handshake_reason(event: Any, error: BaseException | None) -> str:
 
 
 class WebSocketTransport(StreamTransport):
-    supported_options = frozenset({"compress", "mode", "enableCompression", "proxy", "verify"})
+    """The reference engine (`engine=websockets`): every option, permessage-deflate too."""
+
+    engine: ClassVar[str] = "websockets"
+    supported_options = frozenset(
+        {"compress", "mode", "enableCompression", "proxy", "verify", "engine"}
+    )
     flow_control = True
     supports_ping = True
     counts_bytes_in = True

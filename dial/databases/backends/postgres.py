@@ -21,10 +21,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncpg
 
-from ..address import Address, redact
-from ..database import Result, bind, rows_result, socket_has_input, status_result
-from ..errors import AddressError, ConnectError, DialError
-from .base import DatabaseBackend
+from ...address import Address, redact
+from ...errors import AddressError, ConnectError, DatabaseError
+from ..interfaces import DatabaseBackend, socket_has_input
+from ..sql import Result, bind, rows_result, status_result
 
 __all__ = ["PostgresBackend", "parse_postgres_target"]
 
@@ -194,7 +194,7 @@ class PostgresBackend(DatabaseBackend):
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
         if connection is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         query = bind(sql, params, "numeric", EXTRA_PARAMETER_TYPES) if params else sql
         try:
             try:
@@ -214,11 +214,16 @@ class PostgresBackend(DatabaseBackend):
                 return rows_result([a.name for a in attributes], [])
             return status_result(_rowcount(status))
         except asyncpg.PostgresError as exc:
-            raise DialError(f"postgres: {exc} (SQLSTATE {exc.sqlstate})") from None
+            raise DatabaseError(f"postgres: {exc} (SQLSTATE {exc.sqlstate})") from None
         except asyncpg.InterfaceError as exc:
-            raise DialError(f"postgres: {exc}") from None
+            raise DatabaseError(f"postgres: {exc}") from None
         except OSError as exc:
-            raise DialError(f"postgres: connection lost: {exc.strerror or exc}") from None
+            raise DatabaseError(f"postgres: connection lost: {exc.strerror or exc}") from None
+
+    def abort(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()  # closes the socket now; no Terminate message, no wait
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -35,10 +35,10 @@ from clickhouse_connect.driver.summary import QuerySummary
 from clickhouse_driver import errors as driver_errors
 from urllib3 import Timeout as HttpTimeout
 
-from ..address import Address, redact
-from ..database import Result, bind, listify, rows_result, status_result
-from ..errors import AddressError, ConnectError, DialError
-from .base import DatabaseBackend
+from ...address import Address, redact
+from ...errors import AddressError, ConnectError, DatabaseError, DialError
+from ..interfaces import DatabaseBackend
+from ..sql import Result, bind, listify, rows_result, status_result
 
 __all__ = ["ClickhouseBackend", "parse_clickhouse_target"]
 
@@ -141,14 +141,14 @@ def _statement_error(exc: Exception) -> Exception:
     if isinstance(exc, DialError | TimeoutError):
         return exc
     if isinstance(exc, driver_errors.NetworkError | driver_errors.SocketTimeoutError | EOFError):
-        return DialError(f"clickhouse: connection lost: {_short(exc)}")
+        return DatabaseError(f"clickhouse: connection lost: {_short(exc)}")
     if isinstance(exc, driver_errors.ServerException):
-        return DialError(f"clickhouse: {_short(exc)} (code {exc.code})")
+        return DatabaseError(f"clickhouse: {_short(exc)} (code {exc.code})")
     if isinstance(exc, driver_errors.Error | ClickHouseError | OSError):
-        return DialError(f"clickhouse: {_short(exc)}")
+        return DatabaseError(f"clickhouse: {_short(exc)}")
     if isinstance(exc, TypeError | ValueError | AttributeError | KeyError | struct_error):
         # clickhouse-driver packs parameters by column type and complains this way.
-        return DialError(f"clickhouse: bad parameter for this statement: {exc}")
+        return DatabaseError(f"clickhouse: bad parameter for this statement: {exc}")
     return exc
 
 
@@ -199,6 +199,8 @@ def _split_tuples(rows: str) -> list[str] | None:
 
 
 class ClickhouseBackend(DatabaseBackend):
+    runs_blocking = True  # both clients are blocking: statements run in the caller's thread
+
     def __init__(self, address: Address) -> None:
         super().__init__(address)
         self.settings = parse_clickhouse_target(address.target)
@@ -206,9 +208,6 @@ class ClickhouseBackend(DatabaseBackend):
         self._client: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._connecting: Any = None  # the native client while its handshake runs
-        #: Set by `dial.database` to the Dial timeout: it bounds the drivers' own socket
-        #: timeouts while connecting, so no blocking connect outlives a failed Dial.
-        self.dial_timeout: float | None = None
 
     @property
     def where(self) -> str:
@@ -220,7 +219,7 @@ class ClickhouseBackend(DatabaseBackend):
 
     async def _in_worker(self, function: Any, *args: Any) -> Any:
         if self._executor is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def connect(self) -> None:
@@ -304,13 +303,14 @@ class ClickhouseBackend(DatabaseBackend):
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         blocking = self._native if self.kind == "tcp" else self._connect_client
         try:
-            return await self._in_worker(blocking, sql, params)
+            result: Result = await self._in_worker(blocking, sql, params)
         except Exception as exc:
             raise _statement_error(exc) from None
+        return result
 
     def execute_blocking(self, sql: str, params: tuple[Any, ...]) -> Result:
         """The same, right in the caller's thread: both clients are blocking and may be used
-        from any thread, one at a time (`dial.database` holds the connection's lock), so a
+        from any thread, one at a time (`dial.databases.shared` holds the connection's lock), so a
         trip to the worker would only add two thread wake-ups."""
         blocking = self._native if self.kind == "tcp" else self._connect_client
         try:
@@ -347,7 +347,7 @@ class ClickhouseBackend(DatabaseBackend):
     def _native(self, sql: str, params: tuple[Any, ...]) -> Result:
         client = self._client
         if client is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         query = sql
         if params:
             query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)
@@ -380,7 +380,7 @@ class ClickhouseBackend(DatabaseBackend):
     def _connect_client(self, sql: str, params: tuple[Any, ...]) -> Result:
         client = self._client
         if client is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         query, values = sql, None
         if params:
             query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)

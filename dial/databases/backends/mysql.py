@@ -22,10 +22,14 @@ import pymysql
 from pymysql.charset import charset_by_name
 from pymysql.constants import SERVER_STATUS
 
-from ..address import Address, redact
-from ..database import Result, bind, listify, rows_result, socket_has_input, status_result
-from ..errors import AddressError, ConnectError, DialError
-from .base import DatabaseBackend
+from ...address import Address, redact
+from ...errors import AddressError, ConnectError, DatabaseError
+from ..interfaces import DatabaseBackend, socket_has_input
+from ..sql import Result, bind, listify, rows_result, status_result
+
+#: Server errors after which MariaDB/MySQL close the link: packet bigger than
+#: max_allowed_packet (1153), server gone away (2006), lost during query (2013).
+LINK_BREAKING_ERRORS = frozenset({1153, 2006, 2013})
 
 __all__ = ["MysqlBackend", "parse_mysql_target"]
 
@@ -61,7 +65,7 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 _DISCONNECTS = frozenset({2006, 2013, 2055})
 
 
-class _QuietCursor(aiomysql.Cursor):
+class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]  # untyped library
     """Skips the extra SHOW WARNINGS round trip aiomysql makes after a statement that warned
     (it only turns them into Python warnings)."""
 
@@ -189,6 +193,10 @@ class MysqlBackend(DatabaseBackend):
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
         return self._connection is not None and socket_has_input(self._socket)
 
+    def breaks_link(self, exc: BaseException) -> bool:
+        code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) and exc.args else None
+        return code in LINK_BREAKING_ERRORS
+
     def in_transaction(self) -> bool:
         connection = self._connection
         return connection is not None and bool(
@@ -214,12 +222,12 @@ class MysqlBackend(DatabaseBackend):
             return str(connection.escape(value))
         except (pymysql.err.MySQLError, TypeError, ValueError) as exc:
             message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-            raise DialError(f"mysql: parameter {index}: {message}") from None
+            raise DatabaseError(f"mysql: parameter {index}: {message}") from None
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
         if connection is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         query = sql
         if params:
             # Bound here, before anything is sent: a bad parameter leaves the link alone.
@@ -249,11 +257,21 @@ class MysqlBackend(DatabaseBackend):
             if code in _DISCONNECTS or not self.alive():  # only a link that is really gone
                 connection.close()
                 reason = message or "the server closed it"
-                raise DialError(f"mysql: connection lost: {reason}") from None
-            raise DialError(f"mysql: {message} (error {code})") from None
+                raise DatabaseError(f"mysql: connection lost: {reason}") from None
+            raise DatabaseError(f"mysql: {message} (error {code})") from None
         except (OSError, RuntimeError) as exc:
             connection.close()
-            raise DialError(f"mysql: connection lost: {exc}") from None
+            raise DatabaseError(f"mysql: connection lost: {exc}") from None
+
+    def abort(self) -> None:
+        connection, self._connection = self._connection, None
+        self._cursor = None
+        if connection is None:
+            return
+        writer = getattr(connection, "_writer", None)
+        if writer is not None:  # now, unsent bytes and all, and without COM_QUIT
+            writer.transport.abort()
+        connection.close()
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -1,9 +1,9 @@
 """`sqlite3://test1.db`, `sqlite3://:memory:`, `sqlite3://file:test.db?cache=shared&mode=memory`.
 
 aiosqlite opens and closes the sqlite3 connection in its own thread. A statement runs right in
-the caller's thread (`execute_blocking`, serialised by `dial.database`), which saves two thread
-hops per statement; with a timeout it takes one trip to aiosqlite's thread instead, so that
-the wait can be abandoned. Columns declared DATE, DATETIME/TIMESTAMP and
+the caller's thread (`execute_blocking`, serialised by `dial.databases.shared`), which saves
+two thread hops per statement; with a timeout it takes one trip to aiosqlite's thread instead,
+so that the wait can be abandoned. Columns declared DATE, DATETIME/TIMESTAMP and
 DECIMAL/NUMERIC come back as `date`, `datetime` and `Decimal`, like on the server databases.
 """
 
@@ -17,10 +17,10 @@ from typing import Any
 
 import aiosqlite
 
-from ..address import Address
-from ..database import Result, bind, listify, rows_result, status_result
-from ..errors import AddressError, ConnectError, DialError
-from .base import DatabaseBackend
+from ...address import Address
+from ...errors import AddressError, ConnectError, DatabaseError
+from ..interfaces import DatabaseBackend
+from ..sql import Result, bind, listify, rows_result, status_result
 
 __all__ = ["SqliteBackend"]
 
@@ -85,7 +85,7 @@ def _run(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> R
 
 async def _stopped(thread: Any, limit: float = 2.0) -> None:
     """Wait (bounded) for aiosqlite's worker after a failed open: it still reports its stop to
-    this loop, which `dial.database` closes soon after."""
+    this loop, which `dial.databases.shared` closes soon after."""
     if thread is None:
         return
     deadline = asyncio.get_running_loop().time() + limit
@@ -95,6 +95,8 @@ async def _stopped(thread: Any, limit: float = 2.0) -> None:
 
 
 class SqliteBackend(DatabaseBackend):
+    runs_blocking = True  # sqlite3 itself is blocking: statements run in the caller's thread
+
     def __init__(self, address: Address) -> None:
         super().__init__(address)
         self.database = address.target.strip()
@@ -132,29 +134,33 @@ class SqliteBackend(DatabaseBackend):
     async def execute(self, sql: str, params: tuple[Any, ...]) -> Result:
         connection = self._connection
         if connection is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         params = self._prepare(sql, params)
         try:
-            return await connection._execute(_run, connection._conn, sql, params)
+            # aiosqlite's own queue, without the cursor objects its public API would create
+            result: Result = await connection._execute(  # type: ignore[no-untyped-call]
+                _run, connection._conn, sql, params
+            )
+            return result
         except sqlite3.Error as exc:
-            raise DialError(f"sqlite3: {exc}") from None
+            raise DatabaseError(f"sqlite3: {exc}") from None
         except ValueError as exc:  # aiosqlite: "Connection closed"
-            raise DialError(f"sqlite3: {exc}") from None
+            raise DatabaseError(f"sqlite3: {exc}") from None
 
     def execute_blocking(self, sql: str, params: tuple[Any, ...]) -> Result:
         """The same statement in the calling thread (the caller holds the connection's lock)."""
         connection = self._connection
         if connection is None:
-            raise DialError("connection is closed")
+            raise DatabaseError("connection is closed")
         params = self._prepare(sql, params)
         try:
             raw = connection._conn
         except ValueError as exc:  # aiosqlite: "no active connection"
-            raise DialError(f"sqlite3: {exc}") from None
+            raise DatabaseError(f"sqlite3: {exc}") from None
         try:
             return _run(raw, sql, params)
         except sqlite3.Error as exc:
-            raise DialError(f"sqlite3: {exc}") from None
+            raise DatabaseError(f"sqlite3: {exc}") from None
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -1,0 +1,213 @@
+"""Fan-in: 500 WebSocket connections in one process, read by one thread with `dial.wait` and
+`read_many`, while a server in another process pushes 200 messages/s on each (100,000 msg/s
+in all).
+
+Each ~100-byte text frame carries the server's `time.monotonic_ns()` at write time and a
+per-connection sequence number, so the reader measures latency (frame written -> message in
+the reader's hand) and notices any loss. Printed: the aggregate rate, the CPU the client
+process used (user + system, in cores), p50/p99/p99.9 latency, the memory one idle connection
+costs (RSS growth of dialling them all before the pushes start, divided by their number), and
+drops (buffer overflows and sequence gaps). The run only counts with 0 drops.
+
+    python benchmarks/fan_in.py [--connections 500] [--rate 200] [--seconds 10]
+
+Targets (issue 13): 100k msg/s over 500 connections using < 1.5 cores, p99 < 10 ms,
+< 64 KB per idle connection, 0 drops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import resource
+import subprocess
+import sys
+import time
+from array import array
+
+from websockets.utils import accept_key
+
+PAD = 100
+
+
+def text_frame(payload: bytes) -> bytes:
+    return bytes([0x81, len(payload)]) + payload  # unmasked server frame, payload < 126 bytes
+
+
+class Pusher:
+    """The server side: every connection gets `rate` frames per second, paced by one timer
+    for all of them, once `go` is read on stdin."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.writers: list[asyncio.StreamWriter] = []
+        self.sequence: list[int] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(":", 1)[1].strip()
+            for line in request.decode().split("\r\n")
+            if line.lower().startswith("sec-websocket-key")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
+        )
+        self.writers.append(writer)
+        self.sequence.append(0)
+        try:
+            await reader.read()  # until the client goes away
+        except ConnectionError:
+            pass
+
+    async def push(self, seconds: float) -> None:
+        """Send one frame to every connection every 1/rate s (spread over the period)."""
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.rate
+        count = len(self.writers)
+        slices = 10  # the connections are served in 10 groups spread over each period
+        start = loop.time()
+        tick = 0
+        pad = b"y" * (PAD - 30)
+        while loop.time() - start < seconds:
+            group = tick % slices
+            for index in range(group, count, slices):
+                self.sequence[index] += 1
+                stamp = time.monotonic_ns()
+                payload = b"%020d %08d " % (stamp, self.sequence[index]) + pad
+                self.writers[index].write(text_frame(payload))
+            tick += 1
+            delay = start + tick * period / slices - loop.time()
+            await asyncio.sleep(max(0.0, delay))
+
+
+def serve(rate: int, seconds: float) -> None:
+    """The server process: print the port, wait for `go` on stdin, push, print the totals."""
+
+    async def main() -> None:
+        pusher = Pusher(rate)
+        server = await asyncio.start_server(pusher.handle, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)  # "go"
+        cpu = time.process_time()
+        await pusher.push(seconds)
+        print(sum(pusher.sequence), time.process_time() - cpu, flush=True)
+        await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
+
+    asyncio.run(main())
+
+
+def rss_kb() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def percentile(sorted_samples: array, fraction: float) -> float:
+    return sorted_samples[min(len(sorted_samples) - 1, int(len(sorted_samples) * fraction))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=500)
+    parser.add_argument("--rate", type=int, default=200, help="messages/s per connection")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--engine", default=None, help="websockets or picows (default: auto)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.rate, args.seconds)
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    argv = ["--serve", "--rate", str(args.rate), "--seconds", str(args.seconds)]
+    server = subprocess.Popen(
+        [sys.executable, __file__, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    port = int(server.stdout.readline())
+
+    import dial
+    from dial import Dial
+    from dial.connection import session_of
+
+    options = f"|engine={args.engine}" if args.engine else ""
+    url = f"ws://127.0.0.1:{port}/fan{options}"
+    Dial(url).close()  # warm up: imports, the reactor thread
+    gc.collect()
+    before = rss_kb()
+    conns = [Dial(url, timeout=30) for _ in range(args.connections)]
+    assert all(conns), dial.last_error()
+    gc.collect()
+    time.sleep(0.5)
+    per_connection = (rss_kb() - before) / args.connections
+    engine = session_of(conns[0]).transport.engine
+
+    expected = args.connections * args.rate * args.seconds
+    latencies = array("d")
+    last_sequence = [0] * args.connections
+    gaps = 0
+    received = 0
+    index_of = {id(conn): i for i, conn in enumerate(conns)}
+    server.stdin.write("go\n")
+    server.stdin.flush()
+    cpu_start, wall_start = time.process_time(), time.monotonic()
+    idle_since = None
+    monotonic_ns = time.monotonic_ns
+    while True:
+        ready = dial.wait(conns, 200)
+        if not ready:
+            if received and idle_since is None:
+                idle_since = time.monotonic()
+            if received >= expected or (idle_since and time.monotonic() - idle_since > 1):
+                break
+            continue
+        idle_since = None
+        for conn in ready:
+            batch = conn.read_many(2000, -1)
+            now = monotonic_ns()
+            slot = index_of[id(conn)]
+            for message in batch:
+                latencies.append((now - int(message[:20])) / 1000.0)
+                sequence = int(message[21:29])
+                gaps += sequence - last_sequence[slot] - 1
+                last_sequence[slot] = sequence
+            received += len(batch)
+    wall = (idle_since or time.monotonic()) - wall_start
+    cpu = time.process_time() - cpu_start
+    sent, server_cpu = server.stdout.readline().split()
+    dropped = sum(conn.dropped for conn in conns)
+    for conn in conns:
+        conn.close()
+    server.stdin.write("stop\n")
+    server.stdin.flush()
+    server.wait(10)
+
+    ordered = array("d", sorted(latencies))
+    print(
+        f"{args.connections} connections x {args.rate} msg/s for {args.seconds:g} s, "
+        f"engine {engine}, one reader thread (dial.wait + read_many)"
+    )
+    print(f"sent {int(sent):,}, received {received:,} ({received / wall:,.0f} msg/s)")
+    print(f"client CPU              {cpu / wall:6.2f} cores   (target < 1.5)")
+    print(f"server CPU              {float(server_cpu) / args.seconds:6.2f} cores   (not counted)")
+    print(
+        f"latency write->read     p50 {percentile(ordered, 0.5) / 1000:7.2f} ms   "
+        f"p99 {percentile(ordered, 0.99) / 1000:7.2f} ms   "
+        f"p99.9 {percentile(ordered, 0.999) / 1000:7.2f} ms   (target p99 < 10 ms)"
+    )
+    print(f"memory per idle conn    {per_connection:6.1f} KB   (target < 64)")
+    lost = int(sent) - received
+    print(f"dropped {dropped}, sequence gaps {gaps}, not received {lost}   (target 0)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per database; `dial.registry` names the class serving each scheme."""
