@@ -69,11 +69,6 @@ class DatabaseBackend(ABC):
         """False once the link is known to be gone: the next statement reconnects first."""
         return True
 
-    def breaks_link(self, exc: BaseException) -> bool:
-        """True when the server closes the link after answering with `exc` (its goodbye may
-        arrive after the answer, so `alive()` cannot tell yet)."""
-        return False
-
     def pending_input(self) -> bool:
         """True when bytes (a server's goodbye, an EOF) arrived while no statement ran: the
         loop is not running then, so the driver is let read them before `alive()` is asked."""

@@ -280,7 +280,7 @@ class SharedConnection:
             self._down("a statement was abandoned mid-way (its timeout ran out)")
             raise
         except BaseException as exc:
-            if self._is_alive() and not backend.breaks_link(exc):
+            if self._is_alive():
                 self._note_transaction()
             else:
                 self._down(describe_error(exc))

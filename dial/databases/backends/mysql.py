@@ -27,10 +27,6 @@ from ...errors import AddressError, ConnectError, DatabaseError
 from ..interfaces import DatabaseBackend, socket_has_input
 from ..sql import Result, bind, listify, rows_result, status_result
 
-#: Server errors after which MariaDB/MySQL close the link: packet bigger than
-#: max_allowed_packet (1153), server gone away (2006), lost during query (2013).
-LINK_BREAKING_ERRORS = frozenset({1153, 2006, 2013})
-
 __all__ = ["MysqlBackend", "parse_mysql_target"]
 
 DEFAULT_PORT = 3306
@@ -61,8 +57,10 @@ IGNORED = frozenset(
 )
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 _BYTES_LIKE = (bytes, bytearray, memoryview)
-# aiomysql's client-side "the link is gone" codes (it has closed the connection by then).
-_DISCONNECTS = frozenset({2006, 2013, 2055})
+# Errors after which the link is gone: server gone away (2006), lost during query (2013),
+# lost at a system error (2055), and a packet over max_allowed_packet (1153), after which the
+# server closes the link (its reset may arrive after the answer, when alive() cannot tell yet).
+_DISCONNECTS = frozenset({1153, 2006, 2013, 2055})
 
 
 class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]  # untyped library
@@ -192,10 +190,6 @@ class MysqlBackend(DatabaseBackend):
     def pending_input(self) -> bool:
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
         return self._connection is not None and socket_has_input(self._socket)
-
-    def breaks_link(self, exc: BaseException) -> bool:
-        code = exc.args[0] if isinstance(exc, pymysql.err.MySQLError) and exc.args else None
-        return code in LINK_BREAKING_ERRORS
 
     def in_transaction(self) -> bool:
         connection = self._connection
