@@ -7,7 +7,8 @@ per-connection sequence number, so the reader measures latency (frame written ->
 the reader's hand) and notices any loss. Printed: the aggregate rate, the CPU the client
 process used (user + system, in cores), p50/p99/p99.9 latency, the memory one idle connection
 costs (RSS growth of dialling them all before the pushes start, divided by their number), and
-drops (buffer overflows and sequence gaps). The run only counts with 0 drops.
+drops (buffer overflows and sequence gaps). The run only counts with 0 drops. First, the same
+feeds are read by raw picows on one asyncio loop (no Dial): the floor this machine allows.
 
     python benchmarks/fan_in.py [--connections 500] [--rate 200] [--seconds 10]
 
@@ -26,61 +27,52 @@ import subprocess
 import sys
 import time
 from array import array
-
-from websockets.utils import accept_key
+from collections.abc import Callable
+from typing import Any
 
 PAD = 100
 
 
-def text_frame(payload: bytes) -> bytes:
-    return bytes([0x81, len(payload)]) + payload  # unmasked server frame, payload < 126 bytes
-
-
 class Pusher:
-    """The server side: every connection gets `rate` frames per second, paced by one timer
-    for all of them, once `go` is read on stdin."""
+    """The server side (picows' server, so the pushing costs little CPU): every connection
+    gets `rate` frames per second, paced by one timer for all of them, once `go` is read on
+    stdin."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
-        self.writers: list[asyncio.StreamWriter] = []
+        self.links: list[Any] = []
         self.sequence: list[int] = []
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(":", 1)[1].strip()
-            for line in request.decode().split("\r\n")
-            if line.lower().startswith("sec-websocket-key")
-        )
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
-        )
-        self.writers.append(writer)
-        self.sequence.append(0)
-        try:
-            await reader.read()  # until the client goes away
-        except ConnectionError:
-            pass
+    def listener(self, request: Any) -> Any:
+        from picows import WSListener
+
+        pusher = self
+
+        class Feed(WSListener):
+            def on_ws_connected(self, transport: Any) -> None:
+                if request.path != b"/warmup":  # the client's warm-up is not a feed
+                    pusher.links.append(transport)
+                    pusher.sequence.append(0)
+
+        return Feed()
 
     async def push(self, seconds: float) -> None:
         """Send one frame to every connection every 1/rate s (spread over the period)."""
+        from picows import WSMsgType
+
+        text = WSMsgType.TEXT
         loop = asyncio.get_running_loop()
         period = 1.0 / self.rate
-        count = len(self.writers)
+        count = len(self.links)
         slices = 10  # the connections are served in 10 groups spread over each period
         start = loop.time()
-        tick = 0
         pad = b"y" * (PAD - 30)
-        while loop.time() - start < seconds:
-            group = tick % slices
-            for index in range(group, count, slices):
-                self.sequence[index] += 1
-                stamp = time.monotonic_ns()
-                payload = b"%020d %08d " % (stamp, self.sequence[index]) + pad
-                self.writers[index].write(text_frame(payload))
-            tick += 1
-            delay = start + tick * period / slices - loop.time()
+        links, sequence, now = self.links, self.sequence, time.monotonic_ns
+        for tick in range(round(seconds * self.rate) * slices):
+            for index in range(tick % slices, count, slices):
+                sequence[index] += 1
+                links[index].send(text, b"%020d %08d %b" % (now(), sequence[index], pad))
+            delay = start + (tick + 1) * period / slices - loop.time()
             await asyncio.sleep(max(0.0, delay))
 
 
@@ -88,8 +80,10 @@ def serve(rate: int, seconds: float) -> None:
     """The server process: print the port, wait for `go` on stdin, push, print the totals."""
 
     async def main() -> None:
+        from picows import ws_create_server
+
         pusher = Pusher(rate)
-        server = await asyncio.start_server(pusher.handle, "127.0.0.1", 0, backlog=1024)
+        server = await ws_create_server(pusher.listener, "127.0.0.1", 0, backlog=1024)
         print(server.sockets[0].getsockname()[1], flush=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.readline)  # "go"
@@ -97,8 +91,57 @@ def serve(rate: int, seconds: float) -> None:
         await pusher.push(seconds)
         print(sum(pusher.sequence), time.process_time() - cpu, flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)  # "stop"
+        os._exit(0)  # every connection drops at once, without a word
 
     asyncio.run(main())
+
+
+def raw_picows(port: int, connections: int, expected: int, go: Callable[[], None]) -> tuple:
+    """The same feeds read by picows' core API on one asyncio loop in this thread, no Dial:
+    the floor this machine and server allow. Returns (latencies in us, cores used)."""
+    from picows import WSListener, ws_connect
+
+    latencies = array("d")
+
+    async def run() -> float:
+        done = asyncio.get_running_loop().create_future()
+
+        class Reader(WSListener):
+            def on_ws_frame(self, transport, frame) -> None:
+                message = frame.get_payload_as_utf8_text()
+                latencies.append((time.monotonic_ns() - int(message[:20])) / 1000.0)
+                if len(latencies) >= expected and not done.done():
+                    done.set_result(None)
+
+        url = f"ws://127.0.0.1:{port}/fan"
+        links = [await ws_connect(Reader, url) for _ in range(connections)]
+        cpu, wall = time.process_time(), time.monotonic()
+        go()
+        await asyncio.wait_for(done, 60)
+        used = (time.process_time() - cpu) / (time.monotonic() - wall)
+        for transport, _ in links:
+            transport.disconnect()
+        return used
+
+    return latencies, asyncio.run(run())
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
+    argv = ["--serve", "--rate", str(args.rate), "--seconds", str(args.seconds)]
+    server = subprocess.Popen(
+        [sys.executable, __file__, *argv],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    return server, int(server.stdout.readline())
+
+
+def say(server: subprocess.Popen[str], word: str) -> None:
+    assert server.stdin is not None
+    server.stdin.write(f"{word}\n")
+    server.stdin.flush()
 
 
 def rss_kb() -> int:
@@ -119,21 +162,29 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=200, help="messages/s per connection")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--engine", default=None, help="websockets or picows (default: auto)")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the raw picows run (the floor)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.rate, args.seconds)
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
-    argv = ["--serve", "--rate", str(args.rate), "--seconds", str(args.seconds)]
-    server = subprocess.Popen(
-        [sys.executable, __file__, *argv],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdin is not None and server.stdout is not None
-    port = int(server.stdout.readline())
+    expected = args.connections * args.rate * round(args.seconds)
+    baseline = None
+    try:
+        import picows  # noqa: F401  - the server, and the baseline client
+    except ImportError:
+        print("fan_in needs picows (pip install '.[fast]'): skipped")
+        return
+    if not args.no_baseline:
+        server, port = start_server(args)
+        baseline = raw_picows(port, args.connections, expected, lambda: say(server, "go"))
+        say(server, "stop")
+        server.wait(10)
+    server, port = start_server(args)
+    assert server.stdout is not None
 
     import dial
     from dial import Dial
@@ -141,7 +192,7 @@ def main() -> None:
 
     options = f"|engine={args.engine}" if args.engine else ""
     url = f"ws://127.0.0.1:{port}/fan{options}"
-    Dial(url).close()  # warm up: imports, the reactor thread
+    Dial(url.replace("/fan", "/warmup")).close()  # warm up: imports, the reactor thread
     gc.collect()
     before = rss_kb()
     conns = [Dial(url, timeout=30) for _ in range(args.connections)]
@@ -151,14 +202,12 @@ def main() -> None:
     per_connection = (rss_kb() - before) / args.connections
     engine = session_of(conns[0]).transport.engine
 
-    expected = args.connections * args.rate * args.seconds
     latencies = array("d")
     last_sequence = [0] * args.connections
     gaps = 0
     received = 0
     index_of = {id(conn): i for i, conn in enumerate(conns)}
-    server.stdin.write("go\n")
-    server.stdin.flush()
+    say(server, "go")
     cpu_start, wall_start = time.process_time(), time.monotonic()
     idle_since = None
     monotonic_ns = time.monotonic_ns
@@ -167,7 +216,7 @@ def main() -> None:
         if not ready:
             if received and idle_since is None:
                 idle_since = time.monotonic()
-            if received >= expected or (idle_since and time.monotonic() - idle_since > 1):
+            if received >= expected or (idle_since and time.monotonic() - idle_since > 2):
                 break
             continue
         idle_since = None
@@ -185,11 +234,10 @@ def main() -> None:
     cpu = time.process_time() - cpu_start
     sent, server_cpu = server.stdout.readline().split()
     dropped = sum(conn.dropped for conn in conns)
+    say(server, "stop")  # the server goes first: no closing handshakes to wait for
+    server.wait(10)
     for conn in conns:
         conn.close()
-    server.stdin.write("stop\n")
-    server.stdin.flush()
-    server.wait(10)
 
     ordered = array("d", sorted(latencies))
     print(
@@ -207,6 +255,13 @@ def main() -> None:
     print(f"memory per idle conn    {per_connection:6.1f} KB   (target < 64)")
     lost = int(sent) - received
     print(f"dropped {dropped}, sequence gaps {gaps}, not received {lost}   (target 0)")
+    if baseline is not None:
+        raw = array("d", sorted(baseline[0]))
+        print(
+            f"raw picows, one thread  p50 {percentile(raw, 0.5) / 1000:7.2f} ms   "
+            f"p99 {percentile(raw, 0.99) / 1000:7.2f} ms   "
+            f"p99.9 {percentile(raw, 0.999) / 1000:7.2f} ms   CPU {baseline[1]:.2f} cores"
+        )
 
 
 if __name__ == "__main__":

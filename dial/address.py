@@ -54,6 +54,7 @@ class Options:
     backoff: str = "fixed"  # "exp": capped exponential reconnect delay with jitter
     backoff_max: int = 30_000  # milliseconds, the cap of backoff=exp
     engine: str | None = None  # ws/wss: "websockets" or "picows"; None: chosen by dial.registry
+    confirm: bool = False  # brokers: write() succeeds only once the broker accepted the message
     given: frozenset[str] = field(default=frozenset(), compare=False)  # names the user set
 
 
@@ -76,7 +77,13 @@ def _parse_choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
 
 
 def _parse_interval(name: str, value: str) -> int:
-    if not value.isdigit() or int(value) <= 0 or int(value) > 86_400_000:
+    # isascii: str.isdigit() also accepts "²", which int() refuses; at most 12 digits: int()
+    # refuses more than 4300, and no valid value needs more than 8 (leading zeros aside).
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > 12
+        or not 0 < int(value) <= 86_400_000
+    ):
         raise AddressError(f"option {name}={value!r}: expected milliseconds as a whole number > 0")
     return int(value)
 
@@ -104,7 +111,12 @@ def _parse_payload(name: str, value: str) -> str:
 
 
 def _parse_proxy(name: str, value: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "socks5://[::1" (unbalanced) or "socks5://[zz]:1" (not an IP address)
+        raise AddressError(
+            "option proxy: expected socks5://HOST:PORT (optionally USER:PASSWORD@ before HOST)"
+        ) from None
     if parts.scheme.lower() not in PROXY_SCHEMES:
         raise AddressError(
             "option proxy: expected socks5://HOST:PORT (optionally USER:PASSWORD@ before HOST), "
@@ -140,6 +152,7 @@ OPTION_PARSERS = {
     "backoff": ("backoff", _parse_choice(BACKOFF_KINDS)),
     "backoffMax": ("backoff_max", _parse_interval),
     "engine": ("engine", _parse_choice(WS_ENGINES)),
+    "confirm": ("confirm", _parse_bool),
 }
 # option -> the option it only makes sense with
 _REQUIRES = {
@@ -174,10 +187,12 @@ def parse(address: object) -> Address:
         raise AddressError(f"address must be a string, got {type(address).__name__}")
     if "\x00" in address:
         raise AddressError("address contains a NUL character")
-    stripped = address.strip()
-    if not stripped:
+    stripped = address.lstrip()
+    if not stripped.strip():
         raise AddressError("address is empty")
     target_part, bar, option_part = stripped.partition("|")
+    if not bar:
+        target_part = target_part.rstrip()
     if bar and option_part.startswith("|"):
         option_part = option_part[1:]
     match = _SCHEME.match(target_part)
@@ -190,7 +205,18 @@ def parse(address: object) -> Address:
     target = target_part[match.end() :]
     if not target:
         raise AddressError(f"address {scheme}:// has no target")
-    return Address(scheme, target, parse_options(option_part))
+    return Address(scheme, target, _parse_options_keeping_payload_end(option_part))
+
+
+def _parse_options_keeping_payload_end(text: str) -> Options:
+    """Trailing whitespace belongs to a payload written last (`payload=PING\r\n`); after any
+    other option it is forgiven, as around the whole address."""
+    try:
+        return parse_options(text)
+    except AddressError:
+        if text == text.rstrip():
+            raise
+        return parse_options(text.rstrip())
 
 
 def parse_options(text: str) -> Options:
@@ -255,14 +281,15 @@ def split_host_port(target: str, scheme: str, default_port: int | None = None) -
 
 # `//user:password@`: everything up to the last "@" before whitespace or "|" is masked, so a
 # password containing "/" or "@" does not leak (a URL path with "@" after a port is left alone).
-_USERINFO = re.compile(r"(//[^:/@\s|&]*:)(?!\d+(?:[/?#|]|$))[^\s|]*@")
+_USERINFO = re.compile(r"(//[^:/@\s|]*:)(?!\d+(?:[/?#|]|$))[^\s|]*@")
 _NATS_TOKEN = re.compile(r"(nats://)[^:/@\s|]+@", re.IGNORECASE)  # nats://TOKEN@host
 _SECRET_WORDS = r"password|passwd|pwd|pass|secret|secret_key|passphrase|token|sasl_password"
 _SECRET_PARAM = re.compile(
-    rf"((?:{_SECRET_WORDS})\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s|;]*)", re.IGNORECASE
+    rf"((?:{_SECRET_WORDS})\s*=\s*)('(?:[^'\\]|\\.)*'[^&\s|;]*|[^&\s|;]*)", re.IGNORECASE
 )
 _SECRET_JSON = re.compile(
-    rf"(\"(?:{_SECRET_WORDS}|sign|signature|apiKey|api_key)\"\s*:\s*\")[^\"]*", re.IGNORECASE
+    rf"(\"(?:{_SECRET_WORDS}|sign|signature|apiKey|api_key)\"\s*:\s*\")(?:[^\"\\]|\\.)*",
+    re.IGNORECASE,
 )
 
 

@@ -204,8 +204,13 @@ class AsyncConnection(SessionView):
     async def write(self, data: str | bytes, timeout: float | None = None) -> int:
         """Send one message; its size in bytes, or 0 when the link is down or closed. The
         message is queued in order and sent by the session; waits only when `OUTBOX_LIMIT`
-        messages are already queued (up to `timeout` s)."""
+        messages are already queued (up to `timeout` s). With `confirm=true`: returns once
+        the broker accepted it (up to `timeout` s, None: 30 s), else 0."""
         session = self._session
+        if session.confirm:
+            message, size = outgoing(data)
+            wait = None if timeout is None else write_timeout(timeout)
+            return 0 if await session.write_confirmed_async(message, wait) else size
         if session.state != "open":
             return 0
         message, size = outgoing(data)

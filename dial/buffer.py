@@ -9,6 +9,11 @@ Flow control keeps a reader that *is* keeping up from losing messages to GIL sch
 the buffer reaches half capacity and the reader has read since the last time that happened,
 the transport stops reading the socket until the reader has drained it to a low-water mark
 (or for at most `PAUSE_LIMIT` seconds). A reader that is not reading gets FMZ's drop-oldest.
+
+A source that can wait (a broker: it keeps what it has not delivered) is flow-controlled with
+`hold=True` instead: it is paused at the high-water mark whether or not anyone reads, for as
+long as it takes, and resumed at the low-water mark, so the backlog stays at the source and
+nothing is dropped here.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class MessageBuffer:
         "_flow",
         "_guard",
         "_high_water",
+        "_hold",
         "_intercept",
         "_items",
         "_listeners",
@@ -97,6 +103,7 @@ class MessageBuffer:
         "_paused",
         "_reads",
         "_reads_at_pause",
+        "_resume_asked",
         "_resume_timer",
         "_wake",
         "connected",
@@ -118,10 +125,12 @@ class MessageBuffer:
         self._high_water = max(1, capacity // 2)
         self._low_water = capacity // 8
         self._flow: FlowControl | None = None
+        self._hold = False
         self._paused = False
         self._reads = 0
         self._reads_at_pause = -1
         self._resume_timer: asyncio.TimerHandle | None = None
+        self._resume_asked = False  # a resume is scheduled on the loop: do not ask again
         self.connected = True
         self.dropped = 0
         self.received = 0
@@ -187,22 +196,29 @@ class MessageBuffer:
         if self._listeners:
             self._notify_listeners()
 
-    def set_flow_control(self, flow: FlowControl | None) -> None:
-        """Let the buffer pause the producer's socket for an active reader (see module doc)."""
+    def set_flow_control(self, flow: FlowControl | None, *, hold: bool = False) -> None:
+        """Let the buffer pause the producer's socket for an active reader (see module doc);
+        `hold=True`: the source can wait, so pause it whenever the buffer is past the
+        high-water mark, without a time limit."""
         self._flow = flow
+        self._hold = hold
         self._paused = False
 
     def _pause_if_reader_active(self) -> None:
-        if self._reads == self._reads_at_pause:
-            return  # nobody read since the last pause: drop-oldest, as FMZ does
-        self._reads_at_pause = self._reads
+        hold = self._hold
+        if not hold:
+            if self._reads == self._reads_at_pause:
+                return  # nobody read since the last pause: drop-oldest, as FMZ does
+            self._reads_at_pause = self._reads
         self._paused = True
         flow = self._flow
         assert flow is not None
         flow.pause()
-        self._resume_timer = flow.loop.call_later(PAUSE_LIMIT, self._resume)
+        if not hold:
+            self._resume_timer = flow.loop.call_later(PAUSE_LIMIT, self._resume)
 
     def _resume(self) -> None:
+        self._resume_asked = False
         if self._resume_timer is not None:
             self._resume_timer.cancel()
             self._resume_timer = None
@@ -213,7 +229,8 @@ class MessageBuffer:
 
     def _resume_soon(self) -> None:
         flow = self._flow
-        if flow is not None and self._paused:
+        if flow is not None and self._paused and not self._resume_asked:
+            self._resume_asked = True  # one wake-up of the loop, not one per message taken
             flow.loop.call_soon_threadsafe(self._resume)
 
     def set_intercept(self, intercept: Callable[[Message], bool] | None) -> None:
@@ -400,4 +417,6 @@ class MessageBuffer:
         """Discard everything buffered; returns how many were discarded."""
         count = len(self._items)
         self._items.clear()
+        if self._paused:
+            self._resume_soon()
         return count

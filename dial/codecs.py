@@ -38,17 +38,28 @@ class MessageTooLarge(ValueError):
 
 def _decoder(wbits: int) -> Callable[[bytes], bytes | None]:
     decompressobj, error = zlib.decompressobj, zlib.error
+    multi_member = wbits > zlib.MAX_WBITS  # gzip
 
     def decode(data: bytes) -> bytes | None:
-        """The inflated message, or None when `data` is not one whole compressed stream."""
-        decompressor = decompressobj(wbits)
-        try:
-            decoded = decompressor.decompress(data, MAX_DECODED_BYTES)
-        except error:
-            return None
-        if decompressor.unconsumed_tail:
-            raise MessageTooLarge(f"message inflates to more than {MAX_DECODED_BYTES} bytes")
-        return decoded if decompressor.eof else None
+        """The inflated message, or None when `data` is not one whole compressed stream.
+
+        gzip may hold several members (RFC 1952 §2.2): all are inflated, in order; bytes
+        after the last whole member that are not one are ignored, as gzip(1) does."""
+        decoded, whole = b"", False  # whole: at least one member inflated to its end
+        while True:
+            decompressor = decompressobj(wbits)
+            try:
+                part = decompressor.decompress(data, MAX_DECODED_BYTES + 1 - len(decoded))
+            except error:
+                return decoded if whole else None
+            if len(decoded) + len(part) > MAX_DECODED_BYTES:  # tail misses raw DEFLATE at +1
+                raise MessageTooLarge(f"message inflates to more than {MAX_DECODED_BYTES} bytes")
+            if not decompressor.eof:  # cut short: the first member is no stream, later junk
+                return decoded if whole else None
+            decoded, whole = decoded + part, True
+            data = decompressor.unused_data
+            if not multi_member or not data:
+                return decoded
 
     return decode
 

@@ -48,6 +48,7 @@ class Stats:
     stale_restarts: int = 0  # links dropped by the idle= watchdog
     uptime: float | None = None  # seconds the current link has been up, None while down
     on_connect_failures: int = 0  # connect attempts failed by the on_connect hook
+    last_send_error: str | None = None  # why the last write failed (confirm=true: not confirmed)
 
 
 class SessionView:
@@ -160,8 +161,16 @@ class Connection(SessionView):
 
         The message is queued for the reactor and `write` returns at once. Only when
         `OUTBOX_LIMIT` messages are already waiting does it block, up to `timeout` seconds
-        (None: as long as the link is up), for the sender to catch up."""
+        (None: as long as the link is up), for the sender to catch up.
+
+        With `confirm=true` it returns the size only once the broker accepted the message,
+        waiting up to `timeout` seconds (None: 30 s); 0 otherwise, the reason in
+        `stats().last_send_error`."""
         session = self._session
+        if session.confirm:
+            message, size = outgoing(data)
+            wait = None if timeout is None else write_timeout(timeout)
+            return 0 if session.write_confirmed(message, wait) else size
         if session.state != "open":
             return 0
         message, size = outgoing(data)
@@ -240,6 +249,7 @@ def session_stats(session: Session) -> Stats:
         stale_restarts=session.stale_restarts,
         uptime=now - session.link_started if is_open else None,
         on_connect_failures=session.on_connect_failures,
+        last_send_error=session.last_send_error,
     )
 
 

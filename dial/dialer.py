@@ -97,15 +97,17 @@ def Dial(  # FMZ spells it with a capital D
     Stream options after '|': compress=gzip|gzip_raw|deflate|zlib, mode=recv|send|dual,
     reconnect=true, interval=MS (milliseconds between reconnect attempts, default 1000),
     payload=TEXT (sent after every connect), proxy=socks5://user:pwd@host:port,
-    verify=false, enableCompression=true, ping=S, pong=S, idle=S (seconds).
+    verify=false, enableCompression=true, ping=S, pong=S, idle=S (seconds),
+    engine=websockets|picows (ws/wss; default: picows when the [fast] extra is installed).
 
     `timeout`: seconds for the first connect (default 10, at most 600; note `read()` counts
     in milliseconds, `Dial` in seconds). An int `address` is a database handle from
     `conn.fd()`, reusing that database connection.
 
-    Returns a `Connection` (streams: `read(ms)`, `write(data)`, `close()`) or a
-    `DatabaseConnection` (databases: `exec(sql, *params)`, `fd()`, `close()`). `dial.stream()`
-    and `dial.database()` return just the one type, for type checkers.
+    Returns a `Connection` (streams: `read(ms)`, `read_many(max, ms)`, `for message in
+    conn`, `write(data)`, `close()`) or a `DatabaseConnection` (databases: `exec(sql,
+    *params)`, `fd()`, `close()`). `dial.stream()` and `dial.database()` return just the one
+    type, for type checkers.
 
     On failure the reason is logged on the `dial` logger and kept for `dial.last_error()`;
     with `raise_errors=True` the matching `DialError` subclass (`AddressError`,

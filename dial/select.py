@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from .connection import session_of
 from .session import Session
 
-__all__ = ["readable", "ready", "sessions_of", "wait"]
+__all__ = ["Watch", "readable", "ready", "sessions_of", "wait"]
 
 C = TypeVar("C")
 
@@ -57,41 +58,104 @@ def wait(connections: Iterable[C], timeout: float | None = None) -> list[C]:
     that is reconnecting is not readable (it becomes readable when messages flow again); one
     that is closed, or down without `reconnect=true`, stays readable (`read()` gives `""`), so
     drop it from the list.
+
+    Calling it again with the same connections (the usual loop) costs in proportion to the
+    connections that became readable, not to how many are watched: the calling thread keeps a
+    watch on its last few lists (see `Watch`).
     """
-    candidates = list(connections)
-    sessions = sessions_of(candidates)
-    found = ready(candidates, sessions)
-    if found or not candidates or (timeout is not None and timeout <= 0):
-        return found
+    candidates = tuple(connections)
+    if not candidates:
+        return []
+    watch = _watch_for(candidates)
+    found = watch.ready()
+    if found or (timeout is not None and timeout <= 0):
+        return [candidates[i] for i in found]
     deadline = None if timeout is None else time.monotonic() + timeout / 1000.0
+    signal = watch.signal
+    while True:
+        watch.armed = True  # then look again: a message in between is not missed
+        found = watch.ready()
+        if found:
+            watch.armed = False
+            return [candidates[i] for i in found]
+        if deadline is None:
+            signal.acquire()
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not signal.acquire(timeout=remaining):
+                watch.armed = False
+                return [candidates[i] for i in watch.ready()]
 
-    signal = threading.Lock()
-    signal.acquire()  # locked == nothing happened yet
-    armed = [True]
 
-    def notify() -> None:  # reactor thread, once per put while we wait: keep it tiny
-        if armed[0]:
-            armed[0] = False
-            try:
-                signal.release()
-            except RuntimeError:  # already released
-                pass
+class Watch:
+    """Readiness of one list of connections, kept up to date by the reactor: every buffer
+    reports its puts and disconnects (the only ways a connection becomes readable) by
+    queueing its index, so `ready()` looks only at those and at the ones it found readable
+    last time (a reader may not have drained them) - what epoll is to select(). One thread's
+    `dial.wait` keeps its `WATCHED` most recent lists watched; the others are let go."""
 
-    buffers = [session.buffer for session in sessions]
-    for buffer in buffers:
-        buffer.add_listener(notify)
-    try:
-        while True:
-            found = ready(candidates, sessions)
-            if found:
-                return found
-            if deadline is None:
-                signal.acquire()
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not signal.acquire(timeout=remaining):
-                    return ready(candidates, sessions)
-            armed[0] = True  # re-arm, then re-check above: a put in between is not lost
-    finally:
-        for buffer in buffers:
-            buffer.remove_listener(notify)
+    def __init__(self, connections: tuple[object, ...]) -> None:
+        self.connections = connections
+        self.sessions = sessions_of(connections)
+        count = len(self.sessions)
+        self.flagged = [False] * count
+        self.arrived: deque[int] = deque()
+        self.maybe: set[int] = set(range(count))  # the first look checks them all
+        self.signal = threading.Lock()
+        self.signal.acquire()  # locked == nothing happened yet
+        self.armed = False
+        self.listeners = [self._listener(i) for i in range(count)]
+        for session, listener in zip(self.sessions, self.listeners, strict=True):
+            session.buffer.add_listener(listener)
+
+    def _listener(self, index: int) -> Callable[[], None]:
+        flagged, arrived = self.flagged, self.arrived
+
+        def mark() -> None:  # reactor thread, on every put and disconnect: keep it tiny
+            if not flagged[index]:
+                flagged[index] = True
+                arrived.append(index)
+            if self.armed:
+                self.armed = False
+                try:
+                    self.signal.release()
+                except RuntimeError:  # already released
+                    pass
+
+        return mark
+
+    def ready(self) -> list[int]:
+        """Indexes of the readable connections, in order."""
+        arrived, flagged, maybe = self.arrived, self.flagged, self.maybe
+        while arrived:
+            index = arrived.popleft()
+            flagged[index] = False  # from here on a new put queues it again
+            maybe.add(index)
+        sessions = self.sessions
+        found = sorted(index for index in maybe if sessions[index].readable())
+        self.maybe = set(found)
+        return found
+
+    def close(self) -> None:
+        for session, listener in zip(self.sessions, self.listeners, strict=True):
+            session.buffer.remove_listener(listener)
+
+
+WATCHED = 4  # lists of connections one thread keeps watched between dial.wait calls
+_watches = threading.local()
+
+
+def _watch_for(connections: tuple[object, ...]) -> Watch:
+    cache: OrderedDict[tuple[object, ...], Watch] | None = getattr(_watches, "cache", None)
+    if cache is None:
+        cache = _watches.cache = OrderedDict()
+    watch = cache.get(connections)
+    if watch is not None:
+        cache.move_to_end(connections)
+        return watch
+    watch = Watch(connections)  # TypeError for anything that is not a stream connection
+    cache[connections] = watch
+    while len(cache) > WATCHED:
+        _, oldest = cache.popitem(last=False)
+        oldest.close()
+    return watch

@@ -11,6 +11,11 @@ Staying alive is decided here too, the same way for every transport: with `ping=
 (the transport's ping frame, or the `pingText` message) goes out every S seconds and must be
 answered within `pong` seconds; with `idle=S` a link that delivered no data message for S
 seconds is stale. Either failure is treated exactly like a lost link.
+
+With `confirm=true` a write is a `_Confirm`: it goes through the same outbox, in order, to the
+transport's `send_confirmed()`, and its writer learns the broker's answer (or why none can
+come: the link dropped first, the writer's timeout ran out). Without it, writes are fire and
+forget, but what a lost link takes with it is still counted in `send_errors`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -36,6 +42,21 @@ log = logging.getLogger("dial")
 
 CLOSE_FLUSH_SECONDS = 2.0
 DEFAULT_ON_CONNECT_TIMEOUT = 10.0  # seconds an on_connect hook may take
+DEFAULT_CONFIRM_TIMEOUT = 30.0  # seconds a confirmed write() waits when given no timeout
+
+
+class _Confirm:
+    """One confirmed write on its way: `settle(None)` once the broker has it, `settle(reason)`
+    when it failed. Settled once, on the loop thread; `abandoned` when its writer stopped
+    waiting (it is then never sent if it was still queued)."""
+
+    __slots__ = ("abandoned", "data", "settle", "settled")
+
+    def __init__(self, data: Message, settle: Callable[[str | None], None]) -> None:
+        self.data = data
+        self.settle = settle
+        self.settled = False
+        self.abandoned = False
 
 
 class HookFailed(ConnectError):
@@ -61,6 +82,11 @@ class Session(Receiver):
         self.messages_out = 0
         self.bytes_out = 0
         self.send_errors = 0
+        self.last_send_error: str | None = None  # why the last write failed
+        self.confirm = transport.confirms
+        self._unconfirmed: set[_Confirm] = set()  # sent, the broker's answer still due
+        self._held_since: float | None = None  # reading paused for the reader (held source)
+        self._held_until = 0.0  # time.monotonic() of the last resume
         self.last_reason: str | None = None
         self._early_loss: str | None = None
         self.connected_at: float | None = None
@@ -81,7 +107,7 @@ class Session(Receiver):
         self._pong_waiter: asyncio.Future[None] | None = None
         if address.options.ping_text is not None:
             self.add_interceptor(self._take_text_pong)
-        self._outbox: deque[Message] = deque()
+        self._outbox: deque[Message | _Confirm] = deque()
         self._drain_idle = True
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -100,7 +126,7 @@ class Session(Receiver):
         self.loop_thread = threading.get_ident()
         self._kick = asyncio.Event()
         if self.transport.flow_control:
-            self.buffer.set_flow_control(self)
+            self.buffer.set_flow_control(self, hold=self.transport.holds_backlog)
         try:
             await self._connect_once(timeout)
         except BaseException:
@@ -111,6 +137,7 @@ class Session(Receiver):
     async def _connect_once(self, timeout: float) -> None:
         """Connect, send `payload`, run the hook; only then is the link usable. `timeout`
         bounds the connect and payload; the hook has its own `on_connect_timeout`."""
+        self._stop_if_closed()
         self.state, self._early_loss = "connecting", None
         link = None
         if self.on_connect is not None:  # hold messages from the first byte, for the hook
@@ -118,11 +145,12 @@ class Session(Receiver):
             self._install_interceptors()
         try:
             try:
-                await asyncio.wait_for(self._link_up(), timeout)
+                await _within(self._link_up(), timeout)
             except asyncio.TimeoutError:
                 raise ConnectError(f"no connection within {timeout:g} s") from None
             if link is not None:
                 await self._run_on_connect(link)
+            self._stop_if_closed()  # closed meanwhile: "closed" must win over "open"
         except BaseException:
             if link is not None:
                 self._release(link)  # the attempt failed: what it held goes with it
@@ -189,9 +217,14 @@ class Session(Receiver):
 
     # FlowControl, for the buffer: only ever called on the reactor thread
     def pause(self) -> None:
+        if self.transport.holds_backlog:
+            self._held_since = time.monotonic()
         self.transport.pause_reading()
 
     def resume(self) -> None:
+        if self._held_since is not None:
+            self._held_since = None
+            self._held_until = time.monotonic()
         self.transport.resume_reading()
 
     def lost(self, reason: str) -> None:
@@ -206,7 +239,8 @@ class Session(Receiver):
         self.state = "down"
         self.last_reason = reason
         self.buffer.set_connected(False)
-        self._outbox.clear()
+        self._discard_outbox(f"link lost before it was sent ({reason})")
+        self._fail_unconfirmed(f"link lost before the broker confirmed it ({reason})")
         self._stop_watchdogs()
         waiter, self._pong_waiter = self._pong_waiter, None
         if waiter is not None and not waiter.done():
@@ -254,8 +288,13 @@ class Session(Receiver):
             try:
                 await self._connect_once(self.transport.attempt_limit(max(interval * 5, 10.0)))
             except asyncio.CancelledError:
+                if self.state == "closed":  # what the attempt opened goes with it
+                    await self._close_transport()
                 raise
             except BaseException as exc:  # any failure: try again after interval
+                if self.state == "closed":  # a close whose cancellation the attempt swallowed
+                    await self._close_transport()
+                    return
                 self.state = "down"
                 self.last_reason = describe_error(exc)
                 level = logging.WARNING if isinstance(exc, HookFailed) else logging.INFO
@@ -264,6 +303,13 @@ class Session(Receiver):
                 continue
             self.reconnects += 1
             log.warning("%s: reconnected (#%d)", self.name, self.reconnects)
+
+    def _stop_if_closed(self) -> None:
+        """End a connect attempt that `aclose()` overtook. Before Python 3.12 `wait_for` may
+        swallow the cancellation (python/cpython#86296) and let the attempt go on; without
+        this check a closed connection could reconnect and live on unseen."""
+        if self.state == "closed":
+            raise asyncio.CancelledError
 
     async def aclose(self) -> None:
         if self.state == "closed":
@@ -275,11 +321,18 @@ class Session(Receiver):
                 await asyncio.wait_for(self._flush(), CLOSE_FLUSH_SECONDS)
             except (asyncio.TimeoutError, Exception):
                 pass
+        if was_open and self._unconfirmed:  # the broker's answers to what went out last
+            try:
+                await asyncio.wait_for(self._confirmed_all(), CLOSE_FLUSH_SECONDS)
+            except (asyncio.TimeoutError, Exception):
+                pass
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CLOSE_FLUSH_SECONDS)
         await self._close_transport()
+        self._discard_outbox("connection closed before it was sent")
+        self._fail_unconfirmed("connection closed before the broker confirmed it")
         self.buffer.set_connected(False)
 
     async def _close_transport(self) -> None:
@@ -316,6 +369,8 @@ class Session(Receiver):
             await asyncio.sleep(every)
             if self.state != "open":
                 return
+            if self._held_since is not None:
+                continue  # reading is paused for the reader: an answer could not get in
             try:
                 await self.ping(deadline)
             except asyncio.TimeoutError:
@@ -362,7 +417,10 @@ class Session(Receiver):
     async def _idle_watch(self, idle: float) -> None:
         buffer, started = self.buffer, self.link_started
         while self.state == "open":
-            remaining = max(buffer.last_at, started) + idle - time.monotonic()
+            if self._held_since is not None:  # paused for the reader: quiet, not stale
+                await asyncio.sleep(idle)
+                continue
+            remaining = max(buffer.last_at, started, self._held_until) + idle - time.monotonic()
             if remaining <= 0:
                 self.stale_restarts += 1
                 self._link_failed(f"no message for {idle:g} s (stale feed)")
@@ -404,6 +462,14 @@ class Session(Receiver):
         else:
             self.buffer.set_intercept(lambda message: any(take(message) for take in chain))
 
+    def discarded(self, count: int) -> None:
+        self.buffer.dropped += count
+
+    def send_failed(self, count: int, reason: str) -> None:
+        self.send_errors += count
+        self.last_send_error = reason
+        log.warning("%s: %d message(s) not delivered: %s", self.name, count, reason)
+
     def consumed(self) -> None:
         """An interceptor took a data message: count it as received (for stats and `idle`)."""
         self.buffer.received += 1
@@ -411,7 +477,7 @@ class Session(Receiver):
 
     # -- outgoing path ----------------------------------------------------------------------
 
-    def enqueue(self, data: Message) -> None:
+    def enqueue(self, data: Message | _Confirm) -> None:
         """Queue a message from any thread; the drain task sends it in order."""
         self._outbox.append(data)
         if self._drain_idle:
@@ -448,19 +514,195 @@ class Session(Receiver):
         outbox, send = self._outbox, self.transport.send
         while outbox:
             data = outbox.popleft()
+            if type(data) is _Confirm:
+                await self._send_confirmed(data)
+                continue
             try:
-                await send(data)
+                await send(data)  # type: ignore[arg-type]  # a Message: _Confirm went above
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.send_errors += 1
-                log.warning("%s: send failed: %s", self.name, describe_error(exc))
+                self.last_send_error = reason = f"send failed: {describe_error(exc)}"
+                log.warning("%s: %s", self.name, reason)
                 continue
-            self._count_out(data)
+            self._count_out(data)  # type: ignore[arg-type]
 
     def _count_out(self, data: Message) -> None:
         self.messages_out += 1
         self.bytes_out += len(data.encode() if isinstance(data, str) else data)
+
+    def _discard_outbox(self, reason: str) -> None:
+        """What was queued but not sent goes nowhere now: fail confirmed writes, count the
+        rest as send errors (they used to vanish silently)."""
+        outbox = self._outbox
+        if not outbox:
+            return
+        items = list(outbox)
+        outbox.clear()
+        plain = 0
+        for item in items:
+            if type(item) is _Confirm:
+                self._write_failed(item, reason)
+            else:
+                plain += 1
+        if plain:
+            self.send_errors += plain
+            self.last_send_error = reason
+            log.warning("%s: %d queued write(s) discarded: %s", self.name, plain, reason)
+
+    # -- confirmed writes (confirm=true) ----------------------------------------------------
+
+    async def _send_confirmed(self, item: _Confirm) -> None:
+        if item.abandoned:  # its writer gave up (and was told so) before it went out
+            return
+        try:
+            receipt = await self.transport.send_confirmed(item.data)
+        except asyncio.CancelledError:
+            self._write_failed(item, "connection closed before it was sent")
+            raise
+        except Exception as exc:
+            self._write_failed(item, f"send failed: {describe_error(exc)}")
+            return
+        if receipt.done():
+            self._confirmed(item, receipt)
+            return
+        self._unconfirmed.add(item)
+        receipt.add_done_callback(lambda future: self._confirmed(item, future))
+
+    def _confirmed(self, item: _Confirm, receipt: asyncio.Future[Any]) -> None:
+        """The broker answered (or the transport gave up on an answer)."""
+        self._unconfirmed.discard(item)
+        if item.settled:  # already failed: the link dropped first, or the writer gave up
+            if not receipt.cancelled():
+                receipt.exception()  # retrieved: nobody else looks at it
+            return
+        if receipt.cancelled():
+            self._write_failed(item, "not confirmed: the link went away first")
+            return
+        error = receipt.exception()
+        if error is not None:
+            self._write_failed(item, f"not confirmed: {describe_error(error)}")
+            return
+        item.settled = True
+        self._count_out(item.data)
+        item.settle(None)
+
+    def _write_failed(self, item: _Confirm, reason: str) -> None:
+        self._unconfirmed.discard(item)
+        if item.settled:
+            return
+        item.settled = True
+        self.send_errors += 1
+        self.last_send_error = reason
+        log.info("%s: write not confirmed: %s", self.name, reason)
+        item.settle(reason)
+
+    def _fail_unconfirmed(self, reason: str) -> None:
+        for item in list(self._unconfirmed):
+            self._write_failed(item, reason)
+
+    async def _confirmed_all(self) -> None:
+        while self._unconfirmed:
+            await asyncio.sleep(0.01)
+
+    def _give_up(self, item: _Confirm, reason: str) -> None:
+        """The writer stopped waiting (loop thread): it was told `reason`; a message still
+        queued is never sent, one already sent may still reach the broker."""
+        item.abandoned = True
+        self._write_failed(item, reason)
+
+    def _refused(self) -> str:
+        """Why a confirmed write cannot even be queued now."""
+        reason = (
+            "connection closed"
+            if self.state == "closed"
+            else f"not connected ({self.last_reason or self.state})"
+        )
+        self.last_send_error = reason
+        return reason
+
+    def write_confirmed(self, data: Message, timeout: float | None) -> str | None:
+        """A confirmed write from a plain thread: queue `data` and block until the broker
+        accepted it (None) or it failed (the reason; also in `last_send_error`). `timeout`
+        bounds the whole wait (None: `DEFAULT_CONFIRM_TIMEOUT`)."""
+        from .connection import OUTBOX_LIMIT  # the sync facade's limit on queued writes
+
+        if self.state != "open":
+            return self._refused()
+        loop = self._loop
+        assert loop is not None
+        if threading.get_ident() == self.loop_thread:
+            self.last_send_error = reason = (
+                "a confirmed write() cannot wait on the event loop's own thread "
+                "(use dial.aio's `await conn.write()` there)"
+            )
+            return reason
+        seconds = DEFAULT_CONFIRM_TIMEOUT if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + seconds
+        while len(self._outbox) >= OUTBOX_LIMIT:  # many writers at once: let them through
+            if self.state != "open":
+                return self._refused()
+            if time.monotonic() >= deadline:
+                self.last_send_error = reason = f"not sent within {seconds:g} s (queue full)"
+                return reason
+            time.sleep(0.0005)
+        done = threading.Event()
+        outcome: list[str | None] = []
+
+        def settle(error: str | None) -> None:
+            outcome.append(error)
+            done.set()
+
+        item = _Confirm(data, settle)
+        self.enqueue(item)
+        if done.wait(max(0.0, deadline - time.monotonic())):
+            return outcome[0]
+        reason = f"not confirmed within {seconds:g} s"
+        try:
+            loop.call_soon_threadsafe(self._give_up, item, reason)
+        except RuntimeError:  # the loop is gone: so is the link
+            pass
+        if done.is_set():  # answered just now, after all
+            return outcome[0]
+        self.last_send_error = reason  # at once, for the caller (the loop records it too)
+        return reason
+
+    async def write_confirmed_async(self, data: Message, timeout: float | None) -> str | None:
+        """`write_confirmed` for `dial.aio`, on this session's loop: None once the broker
+        accepted `data`, else the reason it failed."""
+        from .connection import OUTBOX_LIMIT
+
+        if self.state != "open":
+            return self._refused()
+        loop = asyncio.get_running_loop()
+        seconds = DEFAULT_CONFIRM_TIMEOUT if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + seconds
+        while len(self._outbox) >= OUTBOX_LIMIT:
+            if self.state != "open":
+                return self._refused()
+            if time.monotonic() >= deadline:
+                self.last_send_error = reason = f"not sent within {seconds:g} s (queue full)"
+                return reason
+            await asyncio.sleep(0.001)
+        answer: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(error: str | None) -> None:
+            if not answer.done():
+                answer.set_result(error)
+
+        item = _Confirm(data, settle)
+        self.enqueue(item)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(answer), max(0.0, deadline - time.monotonic())
+            )
+        except asyncio.TimeoutError:
+            self._give_up(item, f"not confirmed within {seconds:g} s")
+            return answer.result()
+        except asyncio.CancelledError:
+            self._give_up(item, "the writing task was cancelled")
+            raise
 
 
 async def _outcome(work: Awaitable[None]) -> Exception | None:
@@ -471,3 +713,12 @@ async def _outcome(work: Awaitable[None]) -> Exception | None:
     except Exception as exc:
         return exc
     return None
+
+
+async def _within(awaitable: Coroutine[Any, Any, Any], timeout: float) -> Any:
+    """`wait_for` without its pre-3.12 faults: on 3.11+ `asyncio.timeout` runs the coroutine
+    in the caller's task, so a cancellation is never swallowed nor an exception left unread."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout)  # pragma: no cover - Python 3.10

@@ -125,6 +125,14 @@ def test_wait_rejects_what_is_not_a_stream_connection() -> None:
         dial.wait(["ws://not-a-connection"], 10)
 
 
-def test_listeners_are_removed_after_each_wait(feeds: list) -> None:
-    dial.wait(feeds, 20)
-    assert all(conn._buffer._listeners == [] for conn in feeds)
+def test_repeated_waits_do_not_pile_up_listeners(feeds: list) -> None:
+    """The thread's watch on a list stays registered between calls (one listener per
+    connection, however many waits), and is let go once other lists push it out."""
+    for _ in range(20):
+        dial.wait(feeds, 1)
+    assert all(len(conn._buffer._listeners) == 1 for conn in feeds)
+    watched = dial.select.WATCHED
+    for i in range(watched):  # as many other lists as a thread keeps watched
+        dial.wait(feeds[i : i + 1], 1)
+    assert all(len(conn._buffer._listeners) == 1 for conn in feeds[:watched])
+    assert all(conn._buffer._listeners == [] for conn in feeds[watched:])

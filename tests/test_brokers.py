@@ -1,8 +1,8 @@
 """mqtt / nats / amqp / kafka behind Dial, against real brokers.
 
 Every broker is checked the same way: a connection reads its own publications, talks both ways
-with an independent client, keeps only the newest 2000 messages for a slow reader, and comes
-back by itself (reconnect=true) after its broker is killed and restarted.
+with an independent client, loses nothing to a slow reader (the broker keeps the backlog), and
+comes back by itself (reconnect=true) after its broker is killed and restarted.
 """
 
 from __future__ import annotations
@@ -307,21 +307,25 @@ def test_amqp_independent_client_reads_what_dial_publishes_to_an_exchange(rabbit
         assert [conn.read(WAIT * 1000), conn.read(WAIT * 1000)] == ["a", "b"]
 
 
-def test_slow_reader_keeps_the_newest_2000(broker: tuple[Any, int]) -> None:
+def test_slow_reader_loses_nothing_the_broker_keeps_the_backlog(broker: tuple[Any, int]) -> None:
+    """A broker can wait, so a reader that reads nothing while 10,000 messages arrive loses
+    none: the connection stops taking them at its high-water mark (at most the ring's 2000
+    are held), the broker keeps the rest, and all are read afterwards, in order
+    (tests/test_broker_backpressure.py goes further)."""
     kind, port = broker
     total = 10_000
     with Dial(kind.url(port, topic_for(kind)), raise_errors=True) as conn:
         for i in range(total):
             assert conn.write(f"m{i}") > 0
-        # the reader sleeps until every message has arrived in the connection
-        assert wait_for(lambda: conn.stats().messages_in >= total, 60), conn.stats()
+        assert wait_for(lambda: conn.stats().messages_out >= total, 60), conn.stats()
+        time.sleep(0.5)  # the reader sleeps on: what arrives stops at the high-water mark
         stats = conn.stats()
-        assert stats.messages_in == total
-        assert stats.buffered == 2000
-        assert conn.dropped == total - 2000
-        kept = [conn.read(-1) for _ in range(2000)]
-        assert kept == [f"m{i}" for i in range(total - 2000, total)]
+        assert stats.connected and stats.dropped == 0, stats
+        assert stats.buffered <= 2000 and stats.messages_in < total, stats
+        got = [conn.read(WAIT * 1000) for _ in range(total)]
+        assert got == [f"m{i}" for i in range(total)]
         assert conn.read(-1) is None
+        assert conn.dropped == 0
 
 
 def test_unreachable_broker_gives_none_and_a_reason(broker: tuple[Any, int]) -> None:

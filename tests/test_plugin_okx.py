@@ -427,8 +427,7 @@ def test_simulate_sends_demo_trading_header(plugin: PluginHarness) -> None:
     [
         f"{DEMO_SECRET}, {DEMO_PASSPHRASE}, simulate",
         f" {DEMO_SECRET} ,{DEMO_PASSPHRASE} , Simulate ",
-        f"{DEMO_SECRET},{DEMO_PASSPHRASE},SIMULATE\n",
-        f"{DEMO_SECRET},{DEMO_PASSPHRASE},\tsimulate",
+        f"{DEMO_SECRET},{DEMO_PASSPHRASE},SIMULATE ",
     ],
 )
 def test_simulate_flag_with_spaces_still_sends_demo_header(
@@ -460,6 +459,21 @@ def test_unrecognized_simulate_field_fails_closed(plugin: PluginHarness, third: 
         secret=secret,
     )
     assert answer["error"].startswith("OKX: "), answer
+    assert not plugin.fake.requests_to("/api/v5/trade/order")
+
+
+@pytest.mark.parametrize("third", ["simulate\n", "\tsimulate", "simu\x00late"])
+def test_control_characters_in_the_secret_are_refused(plugin: PluginHarness, third: str) -> None:
+    """Whitespace other than spaces never reaches the flag parser: refused before any order."""
+    plugin.fake.seen.clear()
+    secret = f"{DEMO_SECRET},{DEMO_PASSPHRASE},{third}"
+    answer = plugin.call(
+        "trade",
+        {"symbol": "ETH_USDT", "type": "buy", "price": "1000", "amount": "0.01"},
+        key=DEMO_KEY,
+        secret=secret,
+    )
+    assert "must not contain control characters" in answer["error"], answer
     assert not plugin.fake.requests_to("/api/v5/trade/order")
 
 

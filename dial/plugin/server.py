@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,7 @@ MAX_BODY = 1 << 20
 MAX_HEADER_LINE = 64 << 10
 MAX_DEPTH = 32  # nesting of the request body; the protocol needs 3
 _REQUIRED = ("access_key", "method", "params")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def parse_listen(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -44,7 +46,11 @@ def parse_listen(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (from a "\\ud800" escape): keep it escaped
+        return json.dumps(obj, separators=(",", ":"), default=str).encode()
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
@@ -205,6 +211,12 @@ def _parse_call(body: bytes, http_method: str | None) -> tuple[Call | None, str]
         return None, "field 'params' must be a JSON object"
     if not isinstance(access_key, str) or not isinstance(secret_key, str):
         return None, "fields 'access_key' and 'secret_key' must be strings"
+    if _CONTROL.search(access_key) or _CONTROL.search(secret_key):  # they go into HTTP headers
+        return None, "fields 'access_key' and 'secret_key' must not contain control characters"
+    try:
+        json.dumps(request, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return None, "request body holds an unpaired surrogate escape (\\ud800-\\udfff)"
     call = Call(
         method=method,
         params=params,

@@ -8,8 +8,18 @@ of two, no per-message wrapper objects).
 Deliveries are acknowledged once they are in the ring buffer (one `multiple` ack per burst),
 so what the broker handed to a link that died before acknowledging it goes back to the queue
 and is delivered again: a consumer loses nothing with its link. After a loss a message can
-therefore arrive twice, and one a dead link held comes after newer ones. The ring buffer
-still decides what a slow reader sees.
+therefore arrive twice, and one a dead link held comes after newer ones.
+
+Backpressure: the consumer's prefetch (`basic.qos`) is `PREFETCH`, well under the ring
+buffer's free room above its high-water mark. While the buffer is past that mark
+(`pause_reading`) acknowledgements are held back, so the broker stops after `PREFETCH`
+unacknowledged deliveries and keeps the rest of the queue: a slow reader loses nothing. The
+socket itself is still read (heartbeats, publisher confirms). RabbitMQ closes a channel whose
+delivery stays unacknowledged past its `consumer_timeout` (30 min by default): a reader that
+stops that long gets a reconnect, and the unacknowledged deliveries again.
+
+Publisher confirms (`confirm=true`, the `|confirm=true` option or the `confirm` query
+parameter): every publish is acknowledged by the broker, and a write is confirmed by its ack.
 
 A dead flow (the broker's side of the old connection still open, nothing arriving) leaves
 the broker holding the old consumer, which it would deal every other message. With `ping`,
@@ -38,7 +48,7 @@ from pamqp.commands import Basic
 from yarl import URL
 
 from ..address import Address, split_host_port
-from ..buffer import Message, text_message
+from ..buffer import CAPACITY, Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from ._teardown import run_to_end
@@ -60,6 +70,7 @@ ABORTED_CLOSE_TIMEOUT = 0.2  # s for the close of a link whose socket is already
 DRAIN_EVERY = 256
 ACK_DELAY = 0.005  # s a delivery may wait for its ack, so that one ack covers a burst
 ACK_EVERY = 256  # deliveries after which the ack goes at once
+PREFETCH = CAPACITY // 5  # unacknowledged deliveries per consumer: what may come once paused
 NEW_EXCHANGE_TYPE = aio_pika.ExchangeType.TOPIC
 MAX_HEARTBEAT = 60  # s, the AMQP heartbeat without `ping` (aiormq's and RabbitMQ's default)
 GHOST_HEARTBEATS = 3  # a broker drops a silent connection within about 2.5 heartbeats
@@ -128,22 +139,33 @@ class _Acks:
     time, at most every ACK_DELAY s (or every ACK_EVERY deliveries): a flood costs a few
     hundred acks a second, and a lost link leaves at most that much to be delivered twice."""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, held: bool = False) -> None:
         self.channel = channel
         self.received = 0  # the highest delivery tag handed to the buffer
         self.acked = 0
+        self.held = held  # the buffer is full: no acks, so the broker stops at the prefetch
         self.task: asyncio.Task[None] | None = None
 
     def note(self, tag: int) -> None:
         self.received = tag
-        if self.task is None:
+        if self.task is None and not self.held:
+            self.task = asyncio.ensure_future(self._send())
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        if self.task is None and self.acked < self.received:
             self.task = asyncio.ensure_future(self._send())
 
     async def _send(self) -> None:
         try:
-            while self.acked < self.received:
+            while self.acked < self.received and not self.held:
                 if self.received - self.acked < ACK_EVERY:
                     await asyncio.sleep(ACK_DELAY)  # the rest of this burst first
+                    if self.held:
+                        break
                 tag = self.received
                 await self.channel.basic_ack(tag, multiple=True, wait=False)
                 self.acked = tag
@@ -172,6 +194,11 @@ class AmqpTransport(StreamTransport):
     """Consumes queue `queue`; publishes to `exchange` (default: the default exchange) with
     `routing_key` (default: the queue name), so by default a connection reads its own writes."""
 
+    supported_options = frozenset({"confirm"})
+    flow_control = True
+    holds_backlog = True
+    counts_bytes_in = True  # body sizes, counted before decoding
+
     def __init__(self, address: Address) -> None:
         super().__init__(address)
         target = parse_target("amqp", address.target, QUERY)
@@ -191,7 +218,9 @@ class AmqpTransport(StreamTransport):
             raise AddressError(f"{shown}: routing_key longer than 255 bytes")
         durable = query.get("durable")
         self.durable = None if durable is None else parse_bool("amqp", "durable", durable)
-        self.confirm = parse_bool("amqp", "confirm", query.get("confirm", "false"))
+        self.confirm = (
+            parse_bool("amqp", "confirm", query.get("confirm", "false")) or address.options.confirm
+        )
         self.user = target.user if target.user is not None else "guest"
         self.password = target.password if target.password is not None else "guest"
         self.heartbeat = amqp_heartbeat(address)
@@ -202,10 +231,15 @@ class AmqpTransport(StreamTransport):
         self._receiver: Receiver | None = None
         self._unwaited = 0
         self._acks: _Acks | None = None
+        self._held = False  # the buffer is full: acknowledgements wait
         self._aborted = False
         self._priority = 0  # x-priority of the current link's consumer
         self._ghosts: list[tuple[int, float]] = []  # (priority, monotonic time it must be gone)
         self._demoter: asyncio.Task[None] | None = None
+
+    @property
+    def confirms(self) -> bool:
+        return self.confirm
 
     @property
     def where(self) -> str:
@@ -273,12 +307,15 @@ class AmqpTransport(StreamTransport):
                     )
                 await queue.bind(self.exchange, routing_key=self.routing_key)
             underlay = await channel.get_underlay_channel()
+            await underlay.basic_qos(prefetch_count=PREFETCH)
             deliver = receiver.deliver
-            acks = self._acks = _Acks(underlay)
+            acks = self._acks = _Acks(underlay, self._held)
             note = acks.note
 
             async def on_delivery(message: Any) -> None:
-                deliver(text_message(message.body))
+                body = message.body
+                receiver.bytes_in += len(body)
+                deliver(text_message(body))
                 note(message.delivery.delivery_tag)
 
             priority, ghosts_gone_in = self._consumer_priority()
@@ -339,6 +376,35 @@ class AmqpTransport(StreamTransport):
             self._ghosts.append((self._priority, gone))
         if self._socket is not None:
             self._socket.abort()
+
+    def pause_reading(self) -> None:
+        self._held = True
+        if self._acks is not None:
+            self._acks.hold()
+
+    def resume_reading(self) -> None:
+        self._held = False
+        if self._acks is not None:
+            self._acks.release()
+
+    async def send_confirmed(self, data: Message) -> asyncio.Future[Any]:
+        """Publish on the confirming channel; the future is done with the broker's ack. The
+        frames are queued in order now (the task's first step, before any other send runs);
+        the task then waits for the ack."""
+        underlay = self._underlay
+        if underlay is None:
+            raise ConnectionError("amqp link is down")
+        body = data.encode() if isinstance(data, str) else data
+        publish = asyncio.ensure_future(self._publish_confirmed(underlay, body))
+        await asyncio.sleep(0)  # let it queue its frames before the next message's
+        return publish
+
+    async def _publish_confirmed(self, underlay: Any, body: bytes) -> None:
+        reply = await underlay.basic_publish(
+            body, exchange=self.exchange, routing_key=self.routing_key, wait=False
+        )
+        if not isinstance(reply, Basic.Ack):
+            raise ConnectionError(f"broker did not confirm the message ({reply!r})")
 
     async def send(self, data: Message) -> None:
         underlay = self._underlay

@@ -3,9 +3,10 @@ buffers, threads and reconnects belong to `dial.session` and `dial.connection`."
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..address import Address
 from ..buffer import Message, MessageBuffer
@@ -29,16 +30,34 @@ class Receiver:
     def deliver_many(self, messages: list[Message]) -> None:
         """Hand over several messages received together (one socket read), in order: the
         same as `deliver` for each, with the buffer hand-over paid once for the batch."""
+        self.batch_delivery()(messages)
+
+    def batch_delivery(self) -> Callable[[list[Message]], None]:
+        """`deliver_many` as one callable, for a transport to look up once per connect: the
+        buffer's own `put_many` when `deliver` is the buffer's `put` (the common case), else
+        a loop over `deliver`."""
         deliver = self.deliver
         buffer = getattr(deliver, "__self__", None)
         if type(buffer) is MessageBuffer and getattr(deliver, "__func__", None) is _PUT:
-            buffer.put_many(messages)  # the common case: deliver is the buffer's put itself
-            return
-        for message in messages:
-            deliver(message)
+            return buffer.put_many
+
+        def each(messages: list[Message]) -> None:
+            for message in messages:
+                deliver(message)
+
+        return each
 
     def lost(self, reason: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def discarded(self, count: int) -> None:
+        """`count` received messages were dropped before reaching the buffer (a client
+        library's own queue overflowed): counted with the buffer's drops."""
+
+    def send_failed(self, count: int, reason: str) -> None:
+        """`count` messages already handed over by `send()` never reached the peer (a
+        fire-and-forget batch the broker refused, or lost with its link): counted as send
+        errors. Confirmed writes report through their own futures instead."""
 
 
 class StreamTransport(ABC):
@@ -76,6 +95,22 @@ class StreamTransport(ABC):
 
     #: True when pause_reading()/resume_reading() really stop and restart the source.
     flow_control: ClassVar[bool] = False
+    #: True when the source keeps what it has not delivered (a broker): the buffer then
+    #: pauses it whenever it is past its high-water mark, for as long as the reader needs,
+    #: instead of dropping the oldest (`MessageBuffer.set_flow_control(hold=True)`).
+    holds_backlog: ClassVar[bool] = False
+
+    @property
+    def confirms(self) -> bool:
+        """True when writes are confirmed (`confirm=true`): the session then hands them to
+        `send_confirmed()` and `write()` reports the broker's answer."""
+        return self.address.options.confirm
+
+    async def send_confirmed(self, data: Message) -> asyncio.Future[Any]:
+        """Hand one message over, in order with every other send, and return a future that
+        completes once the broker has accepted it (an exception: it did not, or never will).
+        Only called when `confirms` is true, i.e. for transports that list `confirm`."""
+        raise NotImplementedError(f"{self.address.scheme}:// cannot confirm writes")
 
     def pause_reading(self) -> None:  # noqa: B027 - optional capability, no-op by default
         """Stop reading from the peer for a while (the reader is catching up)."""

@@ -8,9 +8,17 @@ consumer group and commits offsets automatically; `offset` then only applies whe
 has no committed offset yet.
 
 Each connection writes to one partition, chosen at its first connect, so its own messages
-are read back in the order they were written. Kafka has no single "connection": aiokafka
-would retry a broken broker link forever, so this module reports the first broken broker
-connection to the session (which reconnects when `reconnect=true`).
+are read back in the order they were written.
+
+Reading is pull-based, so backpressure costs nothing: the fetch loop takes at most
+`FETCH_RECORDS` records at a time (well under the ring buffer's free room) and does not fetch
+again while the buffer is paused (`pause_reading`); the broker keeps the rest and the read
+positions only move past what was handed over. With `confirm=true` the producer is idempotent
+with `acks=all`, and a write is confirmed when the batch it went out in is acknowledged.
+
+Kafka has no single "connection": aiokafka would retry a broken broker link forever, so this
+module reports the first broken broker connection to the session (which reconnects when
+`reconnect=true`).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.conn import CloseReason
 
 from ..address import Address, split_host_port
-from ..buffer import Message, text_message
+from ..buffer import CAPACITY, Message, text_message
 from ..errors import AddressError, ConnectError
 from ._query import parse_target
 from ._teardown import run_to_end
@@ -51,6 +59,7 @@ MAX_BATCH_BYTES = 256 * 1024  # below the 1 MiB default message.max.bytes of a t
 LOST_CLOSE_TIMEOUT = 0.5
 METADATA_TIMEOUT = 10.0
 FETCH_WAIT_MS = 100  # how long the broker holds an empty fetch: the idle-latency bound
+FETCH_RECORDS = CAPACITY // 4  # records per getmany(): what may still come once paused
 BROKEN = (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT)
 
 
@@ -60,6 +69,10 @@ class KafkaTransport(StreamTransport):
     # A connect is a dozen requests (bootstrap and metadata twice, offsets): more than the
     # one round trip or two of the other protocols.
     attempt_floor = 2.0
+    supported_options = frozenset({"confirm"})
+    flow_control = True
+    holds_backlog = True
+    counts_bytes_in = True  # record value sizes, counted before decoding
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -90,10 +103,15 @@ class KafkaTransport(StreamTransport):
         self._consumer: Any = None
         self._fetcher: asyncio.Task[None] | None = None
         self._receiver: Receiver | None = None
+        self._counter: Receiver | None = None  # the current link's, even after its loss
+        self._idempotent: bool | None = None  # confirm=true: does the broker give producer ids
         self._broken = False
         self._batch: Any = None
+        self._receipt: asyncio.Future[None] | None = None  # the open batch's (confirm=true)
         self._shipping: set[asyncio.Task[None]] = set()
         self._ship_lock = asyncio.Lock()
+        self._paused = False  # the buffer is full: do not fetch
+        self._resumed: asyncio.Event | None = None
 
     @property
     def where(self) -> str:
@@ -109,24 +127,32 @@ class KafkaTransport(StreamTransport):
 
     async def _start(self, receiver: Receiver) -> None:
         where = self.where
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.servers,
-            client_id="dialkit",
-            request_timeout_ms=REQUEST_TIMEOUT_MS,
-            enable_idempotence=False,
-            max_batch_size=MAX_BATCH_BYTES,
-        )
-        self._producer = producer
-        _watch_connections(producer.client, self._on_broker_link_closed)
         try:
-            await producer.start()
-            partitions = await asyncio.wait_for(
-                producer.partitions_for(self.topic), METADATA_TIMEOUT
-            )
+            partitions = await self._start_producer()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise ConnectError(f"{where}: {describe(exc)}") from None
+            if self.confirms and self._idempotent is None and _refused_idempotence(exc):
+                # The broker cannot hand out producer ids (e.g. tansu): acks=all alone still
+                # confirms that the broker has each batch; a retried batch may be doubled.
+                self._idempotent = False
+                log.warning(
+                    "%s: the broker does not support the idempotent producer (%s); "
+                    "confirm=true uses acks=all without it",
+                    where,
+                    describe(exc),
+                )
+                await _close_part(self._producer, True)
+                try:
+                    partitions = await self._start_producer()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as again:
+                    raise ConnectError(f"{where}: {describe(again)}") from None
+            else:
+                raise ConnectError(f"{where}: {describe(exc)}") from None
+        if self.confirms and self._idempotent is None:
+            self._idempotent = True
         ordered = sorted(partitions)
         if self._partition is None or self._partition not in partitions:
             self._partition = random.choice(ordered)
@@ -153,8 +179,29 @@ class KafkaTransport(StreamTransport):
             raise
         except Exception as exc:
             raise ConnectError(f"{where}: consumer setup failed: {describe(exc)}") from None
-        self._receiver = receiver
+        self._receiver = self._counter = receiver
         self._fetcher = asyncio.ensure_future(self._fetch_forever(consumer, receiver))
+
+    async def _start_producer(self) -> Any:
+        """Start a producer (confirm=true: idempotent with acks=all, or acks=all alone on a
+        broker without producer ids) and return the topic's partitions."""
+        options: dict[str, Any] = {}
+        if self.confirms:
+            if self._idempotent is False:
+                options["acks"] = "all"
+            else:
+                options["enable_idempotence"] = True  # and so acks=all
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.servers,
+            client_id="dialkit",
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+            max_batch_size=MAX_BATCH_BYTES,
+            **options,
+        )
+        self._producer = producer
+        _watch_connections(producer.client, self._on_broker_link_closed)
+        await producer.start()
+        return await asyncio.wait_for(producer.partitions_for(self.topic), METADATA_TIMEOUT)
 
     async def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
@@ -195,24 +242,43 @@ class KafkaTransport(StreamTransport):
             await consumer.position(tp)
 
     async def _fetch_forever(self, consumer: Any, receiver: Receiver) -> None:
-        deliver = receiver.deliver
+        deliver_many = receiver.batch_delivery()
         positions = self._positions
         track = self.group is None
         while True:
+            if self._paused:  # the reader is behind: the broker keeps the rest meanwhile
+                await self._wait_resumed()
             try:
-                batches = await consumer.getmany(timeout_ms=1000)
+                batches = await consumer.getmany(timeout_ms=1000, max_records=FETCH_RECORDS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._lose(receiver, f"kafka fetch failed: {describe(exc)}")
                 return
             for tp, records in batches.items():
-                for record in records:
-                    value = record.value
-                    if value is not None:  # a tombstone carries no message
-                        deliver(text_message(value))
+                values = [r.value for r in records if r.value is not None]  # not tombstones
+                if values:
+                    receiver.bytes_in += sum(map(len, values))
+                    deliver_many([text_message(value) for value in values])
                 if track and records:
                     positions[tp] = records[-1].offset + 1
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        if self._resumed is not None:
+            self._resumed.clear()
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        if self._resumed is not None:
+            self._resumed.set()
+
+    async def _wait_resumed(self) -> None:
+        if self._resumed is None:
+            self._resumed = asyncio.Event()
+        while self._paused:
+            self._resumed.clear()
+            await self._resumed.wait()
 
     def _on_broker_link_closed(self, reason: Any) -> None:
         receiver = self._receiver
@@ -229,45 +295,86 @@ class KafkaTransport(StreamTransport):
         """Append to an open batch (no await); the batch is handed to aiokafka once the
         current burst of writes is done, or as soon as it is full."""
         producer = self._producer
-        if producer is None or self._receiver is None:
+        receiver = self._receiver
+        if producer is None or receiver is None:
             raise ConnectionError("kafka link is down")
         body = data.encode() if isinstance(data, str) else data
         batch = self._batch
         if batch is None:
             batch = self._open_batch(producer)
         if batch.append(key=None, value=body, timestamp=None) is None:  # full
-            self._batch = None
-            await self._ship(batch, producer)
+            receipt = self._receipt
+            self._batch = self._receipt = None
+            await self._ship(batch, producer, receiver, receipt)
             batch = self._open_batch(producer)
             if batch.append(key=None, value=body, timestamp=None) is None:
-                self._batch = None
+                self._batch = self._receipt = None
                 raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
+
+    async def send_confirmed(self, data: Message) -> asyncio.Future[None]:
+        """Append to the open batch like `send`; the future is the batch's: done once the
+        broker acknowledged it (acks=all, idempotent producer)."""
+        await self.send(data)
+        receipt = self._receipt
+        assert receipt is not None  # send() left an open batch holding this message
+        return receipt
 
     def _open_batch(self, producer: Any) -> Any:
         self._batch = producer.create_batch()
+        if self.confirms:
+            self._receipt = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_soon(self._ship_open_batch)
         return self._batch
 
     def _ship_open_batch(self) -> None:
         batch, self._batch = self._batch, None
+        receipt, self._receipt = self._receipt, None
         if batch is not None and batch.record_count():
-            task = asyncio.ensure_future(self._ship(batch, self._producer))
+            receiver = self._counter
+            if self._receiver is None or receiver is None:  # the link went down meanwhile
+                if receiver is not None:
+                    _fail(receiver, receipt, batch.record_count(), "the link was lost")
+                else:
+                    _settle(receipt, batch.record_count(), "the link was lost")
+                return
+            task = asyncio.ensure_future(self._ship(batch, self._producer, receiver, receipt))
             self._shipping.add(task)
             task.add_done_callback(self._shipping.discard)
+        else:
+            _settle(receipt, 0, None)
 
-    async def _ship(self, batch: Any, producer: Any) -> None:
+    async def _ship(
+        self,
+        batch: Any,
+        producer: Any,
+        receiver: Receiver,
+        receipt: asyncio.Future[None] | None,
+    ) -> None:
+        count = batch.record_count()
         async with self._ship_lock:  # FIFO: batches reach aiokafka in the order written
             if producer is None:
+                _fail(receiver, receipt, count, "the link was lost")
                 return
             batch.close()
             try:
                 delivered = await producer.send_batch(batch, self.topic, partition=self._partition)
             except asyncio.CancelledError:
+                _fail(receiver, receipt, count, "the connection was closed")
                 raise
             except Exception as exc:  # delivery problems also show as a broken connection
                 log.warning("%s: produce failed: %s", self.where, describe(exc))
+                _fail(receiver, receipt, count, f"produce failed: {describe(exc)}")
                 return
-            delivered.add_done_callback(_retrieve)  # a batch lost with its link fails quietly
+
+            def done(future: asyncio.Future[Any]) -> None:
+                error = None if future.cancelled() else future.exception()
+                if future.cancelled() or error is not None:
+                    why = "the link was lost" if error is None else describe(error)
+                    _fail(receiver, receipt, count, f"batch not delivered: {why}")
+                elif receipt is not None and not receipt.done():
+                    receipt.set_result(None)
+
+            delivered.add_done_callback(done)
 
     def abort(self) -> None:
         """A heartbeat found the link dead: `close()` then fails what is in flight at once
@@ -279,7 +386,16 @@ class KafkaTransport(StreamTransport):
         # Detach the link first, in one step: a new connect() never sees it, and the teardown
         # (a task of its own) runs to its end even if this close() is cancelled half-way.
         self._receiver = None
-        self._batch = None
+        receiver, self._counter = self._counter, None
+        batch, self._batch = self._batch, None
+        receipt, self._receipt = self._receipt, None
+        if batch is not None and batch.record_count():  # written, never shipped
+            if receiver is not None:
+                _fail(receiver, receipt, batch.record_count(), "the link went down first")
+            else:
+                _settle(receipt, batch.record_count(), "the link was lost")
+        else:
+            _settle(receipt, 0, None)
         shipping = list(self._shipping)
         fetcher, self._fetcher = self._fetcher, None
         consumer, self._consumer = self._consumer, None
@@ -404,9 +520,25 @@ def _abort_sockets(client: Any) -> None:
             writer.transport.abort()
 
 
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _settle(receipt: asyncio.Future[None] | None, count: int, reason: str | None) -> None:
+    """Finish a batch's receipt: done (nothing in it) or failed with `reason`."""
+    if receipt is None or receipt.done():
+        return
+    if reason is None or not count:
+        receipt.set_result(None)
+    else:
+        receipt.set_exception(ConnectionError(reason))
+
+
+def _fail(
+    receiver: Receiver, receipt: asyncio.Future[None] | None, count: int, reason: str
+) -> None:
+    """`count` written messages did not reach the broker: a confirmed batch fails its
+    receipt (its writers are told), a fire-and-forget one is counted as send errors."""
+    if receipt is not None:
+        _settle(receipt, count, reason)
+    elif count:
+        receiver.send_failed(count, reason)
 
 
 def _client_of(part: Any) -> Any:
@@ -422,6 +554,14 @@ def _watch_connections(client: Any, callback: Any) -> None:
         callback(reason)
 
     client._on_connection_closed = on_closed
+
+
+def _refused_idempotence(exc: BaseException) -> bool:
+    """A start failure that means "no idempotent producer here" (InitProducerId refused or
+    unknown), not an unreachable broker."""
+    return isinstance(exc, aiokafka.errors.KafkaError) and not isinstance(
+        exc, aiokafka.errors.KafkaConnectionError | aiokafka.errors.KafkaTimeoutError
+    )
 
 
 def describe(exc: BaseException) -> str:

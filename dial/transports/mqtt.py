@@ -6,6 +6,22 @@ callbacks), so every message is delivered on the reactor thread and no thread is
 connection. Reads are buffered (one `recv` per burst instead of paho's several per packet) and
 writes are coalesced into one `send` per loop iteration. paho never reconnects on its own here;
 the session calls `connect()` again, which builds a fresh client and subscribes again.
+
+Backpressure: while the ring buffer is past its high-water mark (`pause_reading`) the socket
+is not read, so the backlog waits in the kernel and at the broker. With `qos=1`/`2` that also
+holds back our PUBACKs, and the broker stops after its in-flight window (Mosquitto's
+`max_inflight_messages`, 20) and queues the rest for us, up to its `max_queued_messages`
+(1000 by default; beyond that even QoS 1 messages are dropped by the broker). QoS 0 has no
+window: Mosquitto drops QoS 0 messages for us once more than `max_queued_messages` are waiting
+to be written to our socket. Neither loss is visible to the client; raise the limit in
+mosquitto.conf for the backlog you want kept. While paused, paho's keepalive is not allowed
+to time the link out (nothing is read, so silence proves nothing; PINGREQs still go out), and
+while a confirmed write waits for its PUBACK (it comes on the same socket) reading goes on:
+what arrives meanwhile is held aside (up to `HELD_LIMIT` messages, beyond that the oldest
+are dropped and counted) and reaches the buffer first once it has room again.
+
+`confirm=true` publishes at QoS 1 at least (the subscription keeps `qos`): a write is
+confirmed by the broker's PUBACK (QoS 2: PUBCOMP).
 """
 
 from __future__ import annotations
@@ -13,9 +29,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from collections import deque
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.client import time_func
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ..address import Address, split_host_port
@@ -32,10 +50,17 @@ DEFAULT_KEEPALIVE = 60
 READ_CHUNK = 256 * 1024
 HIGH_WATER = 1 << 20  # bytes queued in our send buffer before send() waits for the socket
 MISC_PERIOD = 1.0  # seconds between paho loop_misc() calls (keepalive pings and timeouts)
+QUICKACK = getattr(socket, "TCP_QUICKACK", 12)  # Linux
+HELD_LIMIT = 65_536  # messages read while paused (for a PUBACK) and held for the buffer
 
 
 class MqttTransport(StreamTransport):
     """Subscribes to `topic` and publishes to it."""
+
+    supported_options = frozenset({"confirm"})
+    flow_control = True
+    holds_backlog = True
+    counts_bytes_in = True  # payload sizes, counted before decoding
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -72,6 +97,8 @@ class MqttTransport(StreamTransport):
         self.keepalive = int(keepalive)
         self.user, self.password = target.user, target.password
         self._link: _Link | None = None
+        self._paused = False  # the ring buffer is full: leave the socket unread
+        self.held: deque[Message] = deque()  # read while paused; kept across links
 
     async def connect(self, receiver: Receiver) -> None:
         await self.close()
@@ -83,16 +110,42 @@ class MqttTransport(StreamTransport):
         except BaseException:
             await self.close()
             raise
+        link.set_paused(self._paused)
 
     async def send(self, data: Message) -> None:
         link = self._link
-        if link is None or not link.live:
+        if link is None or not link.usable:
             raise ConnectionError("mqtt link is down")
         info = link.client.publish(self.topic, data, self.qos, self.retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
         if link.io.backlog > HIGH_WATER:
             await link.io.drained()
+            if not link.usable:  # woken by the socket's end: this one went nowhere
+                raise ConnectionError("mqtt link lost before the message was written")
+
+    async def send_confirmed(self, data: Message) -> asyncio.Future[None]:
+        """Publish at QoS 1 (or the address's 2); the future is done with the PUBACK."""
+        link = self._link
+        if link is None or not link.usable:
+            raise ConnectionError("mqtt link is down")
+        info = link.client.publish(self.topic, data, max(self.qos, 1), self.retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
+        answer = link.expect_ack(info.mid)
+        if link.io.backlog > HIGH_WATER:
+            await link.io.drained()
+        return answer
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        if self._link is not None:
+            self._link.set_paused(True)
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        if self._link is not None:
+            self._link.set_paused(False)
 
     async def close(self) -> None:
         link, self._link = self._link, None
@@ -103,11 +156,18 @@ class MqttTransport(StreamTransport):
         return f"topic={self.topic}"
 
 
+NUMERIC_HOST = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+
+
 async def _open_socket(host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     where = f"mqtt://{host}:{port}"
+    try:  # an IP literal needs no resolver thread (asyncio's executor keeps its threads)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=NUMERIC_HOST)
+    except socket.gaierror:
+        infos = []
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = infos or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ConnectError(f"{where}: cannot resolve host ({exc.strerror})") from None
     last: OSError | None = None
@@ -145,6 +205,7 @@ class _BufferedSocket:
         self.flush_scheduled = False
         self.writer_added = False
         self.closed = False
+        self.quickack = False  # confirm=true: ack every read at once (see `fill`)
         self._waiters: list[asyncio.Future[None]] = []
 
     # -- what paho calls -------------------------------------------------------------------
@@ -218,6 +279,14 @@ class _BufferedSocket:
             return
         if data:
             self.inbox += data
+            if self.quickack:
+                # A broker that does not set TCP_NODELAY (Mosquitto's default) holds a PUBACK
+                # back until what it sent before is acknowledged, and Linux delays that ACK
+                # by up to 40 ms: without this every confirmed write would wait that long.
+                try:
+                    self.sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
+                except OSError:
+                    self.quickack = False
         else:
             self.eof = True
 
@@ -269,6 +338,24 @@ class _Client(paho.Client):
     def _create_socket(self) -> Any:
         return self._dial_socket
 
+    def between_packets(self) -> bool:
+        """True when paho is not half-way through reading a packet (so the next bytes of
+        the read buffer start one)."""
+        packet = getattr(self, "_in_packet", None)
+        return packet is not None and packet.get("command") == 0
+
+    def note_received(self) -> None:
+        """Packets were taken past paho: they count for its keepalive as if it read them."""
+        with self._msgtime_mutex:
+            self._last_bytes_received = time_func()
+
+    def hold_keepalive(self) -> None:
+        """Reading is paused for the reader: the broker's answers wait unread, so its silence
+        proves nothing. Keep paho's keepalive check from timing the link out; it still
+        sends a PINGREQ every keepalive period, so the broker knows we are alive."""
+        with self._msgtime_mutex:
+            self._last_bytes_received = time_func()
+
 
 class _Link:
     """One MQTT connection: a paho client over one socket, driven by the reactor loop."""
@@ -279,8 +366,14 @@ class _Link:
         self.receiver = receiver
         self.deliver = receiver.deliver
         self.io = _BufferedSocket(sock, self.loop, self._on_io_error)
+        self.io.quickack = owner.confirms and hasattr(socket, "TCP_QUICKACK")
         self.live = False
         self.closing = False
+        self.paused = False  # the ring buffer is full
+        self.reading = False  # the socket's reader is registered with the loop
+        self.acks: dict[int, asyncio.Future[None]] = {}  # confirmed publishes by mid
+        self.held = owner.held  # read while paused, not yet in the buffer
+        self.fast = True  # QoS 0 PUBLISH packets skip paho (`_take_publishes`)
         self._step: asyncio.Future[Any] | None = None
         self._misc: asyncio.TimerHandle | None = None
         client = _Client(
@@ -297,13 +390,14 @@ class _Link:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
         self.client = client
 
     async def handshake(self) -> None:
         owner = self.owner
         where = f"mqtt://{owner.host}:{owner.port}"
         self._step = self.loop.create_future()
-        self.loop.add_reader(self.io.fd, self._on_readable)
+        self._start_reading()
         self.client.connect(owner.host, owner.port, owner.keepalive)  # queues CONNECT
         reason = await self._step
         if reason.is_failure:
@@ -319,6 +413,12 @@ class _Link:
         self.live = True
         self._misc = self.loop.call_later(MISC_PERIOD, self._on_misc)
 
+    @property
+    def usable(self) -> bool:
+        """Up, and its socket neither closed nor failed (paho may not have said so yet)."""
+        io = self.io
+        return self.live and not io.closed and io.error is None
+
     def shutdown(self) -> None:
         """Disconnect politely (best effort) and release the socket and timers."""
         self.closing = True
@@ -332,6 +432,57 @@ class _Link:
         except Exception:
             pass
         self.io.close()
+        self.reading = False
+        self._fail_acks("mqtt connection closed before the PUBACK")
+
+    # -- flow control and confirmations --------------------------------------------------------
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if not paused and self.held:
+            self._release_held()
+        self._update_reading()
+
+    def _release_held(self) -> None:
+        """Hand what was held aside to the buffer, oldest first, until it is paused again."""
+        held, deliver = self.held, self.deliver
+        while held and not self.paused:
+            deliver(held.popleft())
+
+    def expect_ack(self, mid: int) -> asyncio.Future[None]:
+        """The future of a QoS >= 1 publish just queued; reading goes on until it is done."""
+        answer: asyncio.Future[None] = self.loop.create_future()
+        self.acks[mid] = answer
+        self._update_reading()
+        return answer
+
+    def _flowing(self) -> bool:
+        return not self.paused or bool(self.acks)
+
+    def _update_reading(self) -> None:
+        """Read the socket unless paused (and no PUBACK is due); resuming first works off
+        what was already received."""
+        if self.closing or self.io.closed:
+            return
+        if self._flowing():
+            if not self.reading:
+                self._start_reading()
+                if self.io.pending:
+                    self.loop.call_soon(self._work_off)
+        elif self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.io.fd)
+
+    def _start_reading(self) -> None:
+        self.reading = True
+        self.loop.add_reader(self.io.fd, self._on_readable)
+
+    def _fail_acks(self, reason: str) -> None:
+        acks, self.acks = self.acks, {}
+        for answer in acks.values():
+            if not answer.done():
+                answer.set_exception(ConnectionError(reason))
+                answer.exception()  # retrieved: the session may have stopped waiting
 
     # -- loop callbacks ----------------------------------------------------------------------
 
@@ -341,15 +492,63 @@ class _Link:
         if io.error is not None or io.eof:
             client.loop_read()  # paho sees the error / EOF and reports the disconnect
             return
-        while io.pending:
+        self._work_off()
+
+    def _work_off(self) -> None:
+        """Hand what is buffered over, while not paused: QoS 0 PUBLISH packets straight
+        from the buffer (`_take_publishes`), anything else to paho, a packet at a time."""
+        io, client = self.io, self.client
+        while io.pending and self._flowing() and not io.closed:
+            if self.fast and client.between_packets() and self._take_publishes():
+                continue
             before = io.pending
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or io.pending == before:
                 break
+        self._update_reading()
+
+    def _take_publishes(self) -> bool:
+        """Deliver the complete QoS 0 PUBLISH packets at the head of the read buffer (MQTT
+        3.1.1: fixed header, remaining length, topic, payload); True when it took any. They
+        need no answer and paho keeps no state for them, so its packet-by-packet reading
+        (several calls per packet) is skipped; everything else still goes through paho."""
+        io = self.io
+        data, pos, end = io.inbox, io.in_pos, len(io.inbox)
+        start = pos
+        received = self._received
+        with memoryview(data) as view:  # released before the buffer is resized again
+            while pos < end and self._flowing():
+                if data[pos] & 0xF6 != 0x30:  # not a PUBLISH, or QoS 1/2
+                    break
+                length, shift, at = 0, 0, pos + 1
+                while at < end and at - pos <= 4:
+                    byte = data[at]
+                    length |= (byte & 0x7F) << shift
+                    at += 1
+                    if byte < 0x80:
+                        break
+                    shift += 7
+                else:
+                    break  # header not complete yet (or malformed: paho will say so)
+                stop = at + length
+                if stop > end or length < 2:
+                    break  # the rest of the packet is not here yet
+                topic_end = at + 2 + (data[at] << 8 | data[at + 1])
+                if topic_end > stop:
+                    break  # malformed: let paho report it
+                pos = stop
+                received(view[topic_end:stop])
+        if pos == start:
+            return False
+        io.in_pos = pos
+        self.client.note_received()
+        return True
 
     def _on_misc(self) -> None:
         self._misc = None
         if self.closing:
             return
+        if not self._flowing():
+            self.client.hold_keepalive()
         self.client.loop_misc()
         if not self.closing and self.io.error is None:
             self._misc = self.loop.call_later(MISC_PERIOD, self._on_misc)
@@ -368,12 +567,37 @@ class _Link:
             self._step.set_result(codes)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        self.deliver(text_message(message.payload))
+        self._received(message.payload)
+
+    def _received(self, payload: bytes | memoryview) -> None:
+        self.receiver.bytes_in += len(payload)
+        if self.paused or self.held:  # read only for a PUBACK: keep it for later
+            held = self.held
+            held.append(text_message(payload))
+            if len(held) > HELD_LIMIT:
+                held.popleft()
+                self.receiver.discarded(1)
+            return
+        self.deliver(text_message(payload))
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        answer = self.acks.pop(mid, None)  # None: a QoS 0 publish went out
+        if answer is None:
+            return
+        if not answer.done():
+            if getattr(reason, "is_failure", False):
+                answer.set_exception(ConnectionError(f"broker refused the message: {reason}"))
+            else:
+                answer.set_result(None)
+        if not self.acks and self.paused:
+            self.loop.call_soon(self._update_reading)  # not from inside paho's read
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.io.close()
+        self.reading = False
+        self._fail_acks(f"mqtt connection lost before the PUBACK ({reason})")
         if self.closing:
             return
         error = self.io.error

@@ -80,7 +80,7 @@ class _Listener(WSListener):
     def __init__(self, receiver: Receiver, decode: Any) -> None:
         super().__init__()
         self.receiver = receiver
-        self.deliver_many = receiver.deliver_many
+        self.deliver_many = receiver.batch_delivery()
         self.decode = decode  # codec for binary frames, or None
         self.batch: list[Message] = []  # this read's messages, handed over in buffer_updated
         self.ws: WSTransport | None = None
@@ -94,6 +94,7 @@ class _Listener(WSListener):
         self.pings: dict[bytes, asyncio.Future[None]] = {}  # ping payload -> its pong
         self.drained: asyncio.Future[None] | None = None
         self.write_paused = False
+        self.disconnected: asyncio.Future[None] | None = None  # see connect()
 
     # -- picows callbacks (event-loop thread) ------------------------------------------------
 
@@ -105,6 +106,9 @@ class _Listener(WSListener):
         if self.failed:
             return
         try:
+            if frame.rsv1 or frame.rsv2 or frame.rsv3:  # no extension negotiated: RFC 6455 5.2
+                self.flush()
+                return self._protocol_error(transport, "reserved bits must be 0")
             kind = frame.msg_type
             if kind is _TEXT and frame.fin and self.fragment_kind is None:
                 try:
@@ -223,6 +227,11 @@ class _Listener(WSListener):
         self.pings.clear()
         self.wake_writer()
         self.lost(f"connection lost: {exc}" if exc else "server closed the connection")
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _close_reason(code: WSCloseCode, reason: str | None) -> str:
@@ -344,6 +353,11 @@ class PicowsTransport(StreamTransport):
                 raise ConnectError(_handshake_reason(exc)) from None
             if not listener.handshaken:
                 raise ConnectError("server closed the connection during the WebSocket handshake")
+            # picows keeps a protocol error in the future wait_disconnected() awaits: await it
+            # in the background, or asyncio logs "Future exception was never retrieved".
+            assert listener.ws is not None
+            listener.disconnected = asyncio.ensure_future(listener.ws.wait_disconnected())
+            listener.disconnected.add_done_callback(_retrieve)
         except BaseException:
             await self.close()
             raise

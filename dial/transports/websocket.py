@@ -48,7 +48,7 @@ class _WebSocketStream(StreamProtocol):
         self.ws = ws
         self.receiver = receiver
         self.deliver = receiver.deliver
-        self.deliver_many = receiver.deliver_many
+        self.deliver_many = receiver.batch_delivery()
         self.decode = decode  # codec for binary frames, or None
         self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.open = False

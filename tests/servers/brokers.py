@@ -26,11 +26,14 @@ KAFKA_PORT = 9092
 # -- private instances ------------------------------------------------------------------------
 
 
-def start_mosquitto(port: int, users: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Mosquitto on 127.0.0.1:`port`; with `users`, anonymous access is refused."""
+def start_mosquitto(
+    port: int, users: dict[str, str] | None = None, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Mosquitto on 127.0.0.1:`port`; with `users`, anonymous access is refused; `extra`
+    lines go into its config as they are (e.g. `max_queued_messages 0`)."""
     binary = ensure_binary("mosquitto", "mosquitto")
     workdir = temp_dir("mosquitto-")
-    lines = [f"listener {port} 127.0.0.1", "persistence false", "user root"]
+    lines = [f"listener {port} 127.0.0.1", "persistence false", "user root", *(extra or [])]
     if users:
         passwd = ensure_binary("mosquitto_passwd", "mosquitto-clients")
         password_file = workdir / "passwd"
@@ -49,9 +52,18 @@ def start_mosquitto(port: int, users: dict[str, str] | None = None) -> subproces
     return start(f"mosquitto-{port}", [binary, "-c", str(conf)], port)
 
 
-def start_nats(port: int, user: str | None = None, password: str | None = None):
+def start_nats(
+    port: int,
+    user: str | None = None,
+    password: str | None = None,
+    jetstream: Path | None = None,
+):
+    """nats-server on 127.0.0.1:`port`; with `jetstream`, JetStream on, storing in that
+    directory (start it again with the same one after a kill to get the streams back)."""
     binary = ensure_binary("nats-server", "nats-server")
     argv = [binary, "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream is not None:
+        argv += ["-js", "-sd", str(jetstream)]
     if user is not None:
         argv += ["--user", user, "--pass", password or ""]
     return start(f"nats-{port}", argv, port)
