@@ -5,7 +5,7 @@ WebSocket clients to all three venues, subscribes them to busy channels, and cou
 they actually received during a measured window (only received frames count). Prints msg/s per
 venue and in aggregate against the target of >= 50,000 msg/s on a 2-core machine.
 
-    python benchmarks/simulator.py [--clients 60] [--rate 200] [--seconds 10]
+    python benchmarks/simulator.py [--clients 90] [--rate 300] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ async def measure(bases: dict[str, str], clients: int, seconds: float) -> dict[s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=60)
-    parser.add_argument("--rate", type=float, default=200.0, help="market steps per second")
+    parser.add_argument("--clients", type=int, default=90)
+    parser.add_argument("--rate", type=float, default=300.0, help="market steps per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     process, bases = start_simulator(args.rate)
