@@ -662,10 +662,14 @@ class Session(Receiver):
         try:
             loop.call_soon_threadsafe(self._give_up, item, reason)
         except RuntimeError:  # the loop is gone: so is the link
-            pass
-        if done.is_set():  # answered just now, after all
+            self.last_send_error = reason
+            return reason
+        # The item is settled exactly once: by `_give_up`, or by a confirmation that came in
+        # first. Take that final word, so a confirmed message is never reported as lost (a
+        # retrying strategy would send it twice).
+        if done.wait(CLOSE_FLUSH_SECONDS):
             return outcome[0]
-        self.last_send_error = reason  # at once, for the caller (the loop records it too)
+        self.last_send_error = reason
         return reason
 
     async def write_confirmed_async(self, data: Message, timeout: float | None) -> str | None:

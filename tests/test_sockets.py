@@ -127,3 +127,35 @@ def read_text(conn, wanted: str) -> str:
         assert isinstance(chunk, str) and chunk, f"got {chunk!r} after {text!r}"
         text += chunk
     return text
+
+
+def test_every_sender_waiting_for_room_is_released() -> None:
+    """Regression: each waiting sender made a future of its own and the second orphaned the
+    first, so the session's one drain task could wait forever (writes then vanished)."""
+    import asyncio
+
+    from dial.transports.socket import StreamProtocol
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, protocol = await loop.create_connection(StreamProtocol, "127.0.0.1", port)
+        done: list[str] = []
+
+        async def sender(name: str) -> None:
+            await protocol.drain()
+            done.append(name)
+
+        protocol.pause_writing()  # the send buffer is full
+        first = asyncio.ensure_future(sender("drain task"))
+        second = asyncio.ensure_future(sender("heartbeat"))
+        await asyncio.sleep(0.01)
+        assert done == []
+        protocol.resume_writing()
+        await asyncio.wait_for(asyncio.gather(first, second), 2)
+        transport.close()
+        server.close()
+        return done
+
+    assert sorted(asyncio.run(scenario())) == ["drain task", "heartbeat"]

@@ -86,6 +86,8 @@ class NatsTransport(StreamTransport):
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
+        self._report_gone: Callable[[], Awaitable[None]] | None = None  # the link's on_gone
+        self._gone_report: asyncio.Future[None] | None = None
         target = parse_target("nats", address.target, QUERY)
         shown = f"nats://{target.authority}"
         if target.path:
@@ -195,6 +197,7 @@ class NatsTransport(StreamTransport):
             raise ConnectError(f"{where}: {describe(cause)}") from None
         self._client = client
         self._receiver = receiver
+        self._report_gone, self._gone_report = on_gone, None
         self._unconfirmed = set()
         self._update_flow()
         try:
@@ -299,10 +302,17 @@ class NatsTransport(StreamTransport):
                 deliver(held.popleft())
         self._update_flow()
 
+    def _link_down(self) -> ConnectionError:
+        """A send found the client disconnected: make sure the session hears of it too (nats-py
+        may not have called back yet), so the link is redialled instead of staying "open"."""
+        if self._report_gone is not None and self._gone_report is None:
+            self._gone_report = asyncio.ensure_future(self._report_gone())
+        return ConnectionError("nats link is down")
+
     async def send(self, data: Message) -> None:
         client = self._client
         if client is None or not client.is_connected:
-            raise ConnectionError("nats link is down")
+            raise self._link_down()
         await client.publish(self.subject, data.encode() if isinstance(data, str) else data)
 
     async def send_confirmed(self, data: Message) -> asyncio.Future[Any]:
@@ -310,7 +320,7 @@ class NatsTransport(StreamTransport):
         exception: the stream refused it, or no stream answered)."""
         client, js = self._client, self._js
         if client is None or js is None or not client.is_connected:
-            raise ConnectionError("nats link is down")
+            raise self._link_down()
         body = data.encode() if isinstance(data, str) else data
         ack: asyncio.Future[Any] = await js.publish_async(self.subject, body, stream=self._stream)
         pending = self._unconfirmed

@@ -383,9 +383,10 @@ class PicowsTransport(StreamTransport):
             ws.send(_TEXT, data)
         else:
             ws.send(_BINARY, data)
-        if listener.write_paused:  # the socket's send buffer is full: wait for room
-            listener.drained = asyncio.get_running_loop().create_future()
-            await listener.drained
+        if listener.write_paused:  # the send buffer is full: wait for room, one shared waiter
+            if listener.drained is None or listener.drained.done():
+                listener.drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(listener.drained)
             if not listener.open:
                 raise ConnectionResetError("connection is closed")
 

@@ -86,9 +86,10 @@ class StreamProtocol(asyncio.Protocol):
     async def drain(self) -> None:
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection is closed")
-        if self._paused:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
+        if self._paused:  # one shared waiter: a second sender must not orphan the first
+            if self._drained is None or self._drained.done():
+                self._drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._drained)  # a cancelled sender leaves it to the others
 
 
 async def open_stream(
