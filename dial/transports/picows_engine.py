@@ -37,7 +37,13 @@ from ..codecs import get_codec
 from ..errors import AddressError, ConnectError
 from .base import Receiver, StreamTransport
 from .socket import READ_CHUNK, open_stream, tls_context
-from .websocket import CLOSE_WAIT_SECONDS, MAX_MESSAGE_BYTES, USER_AGENT, WebSocketTransport
+from .websocket import (
+    CLOSE_WAIT_SECONDS,
+    MAX_MESSAGE_BYTES,
+    USER_AGENT,
+    WebSocketTransport,
+    settle_pings,
+)
 
 __all__ = ["SUPPORTED_PICOWS", "PicowsTransport"]
 
@@ -134,7 +140,7 @@ class _Listener(WSListener):
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
         elif kind is _PONG:
-            self._pong(frame.get_payload_as_bytes())
+            settle_pings(self.pings, frame.get_payload_as_bytes())
         elif kind in (_TEXT, _BINARY, _CONT):
             self._fragment(transport, frame, kind)
 
@@ -168,17 +174,6 @@ class _Listener(WSListener):
         self.lost(f"protocol error: {reason}")
         transport.send_close(code, reason.encode())
         transport.disconnect()
-
-    def _pong(self, data: bytes) -> None:
-        # A pong answers its own ping and, as in RFC 6455 practice, every earlier one.
-        if data not in self.pings:
-            return
-        for payload in list(self.pings):
-            waiter = self.pings.pop(payload)
-            if not waiter.done():
-                waiter.set_result(None)
-            if payload == data:
-                break
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.flush()

@@ -40,6 +40,19 @@ _TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.
 _PONG = Opcode.PONG
 
 
+def settle_pings(pings: dict[bytes, asyncio.Future[None]], pong: bytes) -> None:
+    """A pong answers its own ping and, as in RFC 6455 practice, every earlier one (both
+    engines keep `pings` as ping payload -> waiter, in the order they were sent)."""
+    if pong not in pings:
+        return
+    for payload in list(pings):
+        waiter = pings.pop(payload)
+        if not waiter.done():
+            waiter.set_result(None)
+        if payload == pong:
+            break
+
+
 class _WebSocketStream(StreamProtocol):
     """Feeds bytes to the Sans-I/O protocol and turns its events into delivered messages."""
 
@@ -110,7 +123,7 @@ class _WebSocketStream(StreamProtocol):
                 if opcode is _CLOSE:
                     self._lost(self._close_reason())
                 elif opcode is _PONG:
-                    self._pong(bytes(event.data))
+                    settle_pings(self.pings, bytes(event.data))
                 elif opcode in (_TEXT, _BINARY, _CONT):
                     self._fragment(event)
         finally:  # also when a frame failed (a compression bomb): those before it count
@@ -132,17 +145,6 @@ class _WebSocketStream(StreamProtocol):
                 self.deliver(text_message(data))
             else:
                 self.deliver(binary_frame(data, self.decode))
-
-    def _pong(self, data: bytes) -> None:
-        # A pong answers its own ping and, as in RFC 6455 practice, every earlier one.
-        if data not in self.pings:
-            return
-        for payload in list(self.pings):
-            waiter = self.pings.pop(payload)
-            if not waiter.done():
-                waiter.set_result(None)
-            if payload == data:
-                break
 
     def _handshake_done(self, event: Any) -> None:
         if self.handshake.done():
