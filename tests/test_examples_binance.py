@@ -104,6 +104,9 @@ def test_ticker_lives_through_a_server_shutdown_and_a_drop() -> None:
                 time.sleep(0.05)
             # a new connection at once (long before the server's 60 s), the old one let go
             assert "serverShutdown received, reconnecting now" in script.err
+            # the example says so as it dials: the simulator counts the link once it is up
+            while sim.counters["binance.connections"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert sim.counters["binance.connections"] == 2
             while len(feed.clients) != 1 and time.monotonic() < deadline:
                 time.sleep(0.05)
