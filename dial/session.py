@@ -374,8 +374,8 @@ class Session(Receiver):
             try:
                 await self.ping(deadline)
             except asyncio.TimeoutError:
-                self.heartbeats_missed += 1
                 self._link_failed(f"no pong within {deadline:g} s")
+                self.heartbeats_missed += 1  # after the reason: stats() readers see both
                 return
             except (ConnectionError, DialError) as exc:
                 self._link_failed(f"heartbeat failed: {describe_error(exc)}")
@@ -422,8 +422,8 @@ class Session(Receiver):
                 continue
             remaining = max(buffer.last_at, started, self._held_until) + idle - time.monotonic()
             if remaining <= 0:
-                self.stale_restarts += 1
                 self._link_failed(f"no message for {idle:g} s (stale feed)")
+                self.stale_restarts += 1  # after the reason: stats() readers see both
                 return
             await asyncio.sleep(remaining)
 
