@@ -28,6 +28,7 @@ COMPRESS_CODECS = ("gzip", "gzip_raw", "deflate", "zlib")
 COMPRESS_MODES = ("recv", "send", "dual")
 PROXY_SCHEMES = ("socks5", "socks5h", "socks4", "http")
 BACKOFF_KINDS = ("fixed", "exp")
+ACK_MODES = ("auto", "manual")  # ack=: who acknowledges received broker messages
 WS_ENGINES = ("websockets", "picows")  # engine=: which library speaks WebSocket (ws://, wss://)
 MAX_SECONDS = 86_400.0
 _TRUE = ("true", "1", "yes", "on")
@@ -55,6 +56,8 @@ class Options:
     backoff_max: int = 30_000  # milliseconds, the cap of backoff=exp
     engine: str | None = None  # ws/wss: "websockets" or "picows"; None: chosen by dial.registry
     confirm: bool = False  # brokers: write() succeeds only once the broker accepted the message
+    meta: bool = False  # read_message(): every message arrives with its Envelope
+    ack: str = "auto"  # brokers: "manual" acknowledges only what conn.ack() is given
     given: frozenset[str] = field(default=frozenset(), compare=False)  # names the user set
 
 
@@ -153,6 +156,8 @@ OPTION_PARSERS = {
     "backoffMax": ("backoff_max", _parse_interval),
     "engine": ("engine", _parse_choice(WS_ENGINES)),
     "confirm": ("confirm", _parse_bool),
+    "meta": ("meta", _parse_bool),
+    "ack": ("ack", _parse_choice(ACK_MODES)),
 }
 # option -> the option it only makes sense with
 _REQUIRES = {
@@ -251,6 +256,8 @@ def parse_options(text: str) -> Options:
             raise AddressError(f"option {name} needs {needed}= as well")
     if "backoffMax" in given and values.get("backoff") != "exp":
         raise AddressError("option backoffMax only applies to backoff=exp")
+    if values.get("ack") == "manual":
+        values["meta"] = True  # conn.ack() takes the envelopes read_message() returned
     return Options(**values, given=frozenset(given))  # type: ignore[arg-type]
 
 

@@ -22,14 +22,15 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, overload
 
 from .address import redact
-from .buffer import CAPACITY, Message
+from .buffer import CAPACITY, Item, Message
 from .connection import OUTBOX_LIMIT, SessionView
 from .databases.connection import AsyncDatabaseConnection, DatabaseConnection
 from .dialer import Hook, dial_failed, resolve
+from .envelope import Envelope, envelope_of, needs_meta, payload_of, payloads_of
 from .errors import remember
 from .link import AsyncLink, OnConnect
 from .select import ready, sessions_of
@@ -38,7 +39,6 @@ from .validation import (
     batch_limit,
     batch_timeout,
     dial_timeout,
-    outgoing,
     read_timeout,
     write_timeout,
 )
@@ -133,6 +133,19 @@ class AsyncConnection(SessionView):
         """As `Connection.read`: None waits for a message; -1 the oldest or None at once; -2
         the newest (the rest discarded) or None; N > 0 waits up to N ms. Down and drained:
         `""` at once."""
+        return payload_of(await self._read_item(timeout))
+
+    async def read_message(self, timeout: int | float | None = None) -> Envelope | None:
+        """As `Connection.read_message`: the next message with its `Envelope` (needs
+        `meta=true`); None when nothing came in time or the link is down and drained."""
+        needs_meta(self._session.address, "read_message()")
+        return envelope_of(await self._read_item(timeout))
+
+    async def ack(self, messages: Envelope | Iterable[Envelope]) -> None:
+        """As `Connection.ack`: acknowledge messages read with `read_message()` (`ack=manual`)."""
+        await self._session.ack(messages)
+
+    async def _read_item(self, timeout: int | float | None) -> Item | None:
         buffer = self._buffer
         milliseconds = None if timeout is None else read_timeout(timeout)
         if milliseconds is not None and milliseconds < 0:
@@ -160,7 +173,7 @@ class AsyncConnection(SessionView):
         milliseconds = None if timeout is None else batch_timeout(timeout)
         batch = buffer.read_many(limit, -1)
         if batch or (milliseconds is not None and milliseconds < 0):
-            return batch
+            return payloads_of(batch)
         deadline = None if milliseconds is None else time.monotonic() + milliseconds / 1000.0
         while True:
             if deadline is not None and deadline <= time.monotonic():
@@ -168,7 +181,7 @@ class AsyncConnection(SessionView):
             await self._changed(deadline)
             batch = buffer.read_many(limit, -1)
             if batch:
-                return batch
+                return payloads_of(batch)
 
     async def _changed(self, deadline: float | None, *, through_reconnect: bool = False) -> None:
         """Sleep until a message arrives, the link drops (unless `through_reconnect`: then
@@ -201,19 +214,27 @@ class AsyncConnection(SessionView):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def write(self, data: str | bytes, timeout: float | None = None) -> int:
+    async def write(
+        self,
+        data: str | bytes,
+        timeout: float | None = None,
+        *,
+        key: str | bytes | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> int:
         """Send one message; its size in bytes, or 0 when the link is down or closed. The
         message is queued in order and sent by the session; waits only when `OUTBOX_LIMIT`
         messages are already queued (up to `timeout` s). With `confirm=true`: returns once
-        the broker accepted it (up to `timeout` s, None: 30 s), else 0."""
+        the broker accepted it (up to `timeout` s, None: 30 s), else 0. `key` and `headers`
+        as for `Connection.write`."""
         session = self._session
         if session.confirm:
-            message, size = outgoing(data)
+            message, size = self._outgoing(data, key, headers)
             wait = None if timeout is None else write_timeout(timeout)
             return 0 if await session.write_confirmed_async(message, wait) else size
         if session.state != "open":
             return 0
-        message, size = outgoing(data)
+        message, size = self._outgoing(data, key, headers)
         wait = None if timeout is None else write_timeout(timeout)
         if session.pending() >= OUTBOX_LIMIT:
             deadline = None if wait is None else time.monotonic() + wait
@@ -247,7 +268,7 @@ class AsyncConnection(SessionView):
     async def __anext__(self) -> Message:
         """The next message; waits through reconnects, stops when closed or down for good."""
         try:
-            return self._buffer.take()  # the hot path: already buffered
+            return payload_of(self._buffer.take())  # type: ignore[return-value]  # hot path
         except IndexError:
             pass
         while True:

@@ -22,14 +22,18 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from .validation import batch_timeout, read_timeout
+
+if TYPE_CHECKING:
+    from .envelope import Envelope
 
 __all__ = [
     "CAPACITY",
     "FlowControl",
+    "Item",
     "Message",
     "MessageBuffer",
     "binary_frame",
@@ -40,6 +44,7 @@ __all__ = [
 CAPACITY = 2000
 PAUSE_LIMIT = 0.05  # seconds a paused socket waits for an active reader before reading again
 Message = str | bytes
+Item: TypeAlias = "Message | Envelope"  # what the buffer holds: an Envelope with meta=true
 
 _monotonic = time.monotonic
 DISCONNECTED = ""  # what read() returns once the buffer is drained and the link is down
@@ -116,7 +121,7 @@ class MessageBuffer:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._capacity = capacity
-        self._items: deque[Message] = deque()
+        self._items: deque[Item] = deque()
         self._wake = threading.Lock()
         self._wake.acquire()  # locked == "no signal pending"
         self._parked = 0  # readers blocked (or about to block) on _wake
@@ -135,14 +140,14 @@ class MessageBuffer:
         self.dropped = 0
         self.received = 0
         self.last_at = 0.0  # time.monotonic() of the last message put, 0.0 before the first
-        self._intercept: Callable[[Message], bool] | None = None
+        self._intercept: Callable[[Item], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
 
     # -- producer side (event-loop thread) ---------------------------------------------------
 
-    def put(self, message: Message) -> None:
+    def put(self, message: Item) -> None:
         intercept = self._intercept
         if intercept is not None and intercept(message):
             return  # consumed (a heartbeat answer, a tracked response)
@@ -163,7 +168,7 @@ class MessageBuffer:
         if self._listeners:
             self._notify_listeners()
 
-    def put_many(self, messages: list[Message]) -> None:
+    def put_many(self, messages: Sequence[Item]) -> None:
         """`put` for several messages received together (one socket read), in order: the
         same outcome as one `put` each (drop-oldest, counts, flow control, wake-ups), with
         the hand-over paid once for the batch."""
@@ -233,7 +238,7 @@ class MessageBuffer:
             self._resume_asked = True  # one wake-up of the loop, not one per message taken
             flow.loop.call_soon_threadsafe(self._resume)
 
-    def set_intercept(self, intercept: Callable[[Message], bool] | None) -> None:
+    def set_intercept(self, intercept: Callable[[Item], bool] | None) -> None:
         """Route every message through `intercept` first; True means it was consumed and
         never enters the buffer. Runs on the producer thread, so keep it cheap."""
         self._intercept = intercept
@@ -267,7 +272,7 @@ class MessageBuffer:
 
     # -- consumer side (any thread) ---------------------------------------------------------
 
-    def read(self, timeout: float | int | None = None) -> Message | None:
+    def read(self, timeout: float | int | None = None) -> Item | None:
         """FMZ read(): None blocks; -1 oldest or None; -2 newest (rest discarded) or None;
         N > 0 waits up to N milliseconds. Once drained and disconnected: `""` at once."""
         self._reads += 1
@@ -285,7 +290,7 @@ class MessageBuffer:
         seconds = milliseconds / 1000.0
         return self._wait(None if seconds > threading.TIMEOUT_MAX else seconds)
 
-    def read_many(self, limit: int, timeout: float | int | None = None) -> list[Message]:
+    def read_many(self, limit: int, timeout: float | int | None = None) -> list[Item]:
         """Up to `limit` buffered messages, oldest first, in one hand-over. `timeout` as for
         `read()` (ms; None blocks, < 0 does not wait, N > 0 waits up to N ms for the first
         message): `[]` when nothing came in time; `[""]` once drained and disconnected (what
@@ -314,12 +319,12 @@ class MessageBuffer:
             if not self.connected:
                 return [DISCONNECTED]
 
-    def take(self) -> Message:
+    def take(self) -> Item:
         """The oldest message at once, or IndexError: the iterators' fast path."""
         self._reads += 1
         return self._take()
 
-    def _take_many(self, limit: int) -> list[Message]:
+    def _take_many(self, limit: int) -> list[Item]:
         items = self._items
         popleft = items.popleft
         count = min(limit, len(items))
@@ -367,7 +372,7 @@ class MessageBuffer:
                 if others and (items or not self.connected):
                     self._signal()  # hand the wake-up on to the next parked reader
 
-    def _take(self) -> Message:
+    def _take(self) -> Item:
         """The oldest message (IndexError when empty); a paused producer resumes once the
         reader has drained the buffer to the low-water mark."""
         items = self._items
@@ -376,7 +381,7 @@ class MessageBuffer:
             self._resume_soon()
         return message
 
-    def _newest(self) -> Message:
+    def _newest(self) -> Item:
         items = self._items
         newest = items.pop()  # IndexError when empty, handled by the caller
         items.clear()  # asked for by the reader, so not counted as dropped
@@ -384,7 +389,7 @@ class MessageBuffer:
             self._resume_soon()
         return newest
 
-    def _wait(self, seconds: float | None) -> Message | None:
+    def _wait(self, seconds: float | None) -> Item | None:
         deadline = None if seconds is None else time.monotonic() + seconds
         items = self._items
         while True:

@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .address import redact
 from .buffer import CAPACITY, Message, MessageBuffer
+from .envelope import (
+    Envelope,
+    Record,
+    envelope_of,
+    needs_meta,
+    payload_of,
+    payloads_of,
+    record_of,
+)
 from .reactor import reactor
 from .session import Session
 from .validation import batch_limit, outgoing, write_timeout
@@ -78,6 +87,23 @@ class SessionView:
     def stats(self) -> Stats:
         return session_stats(self._session)
 
+    def _outgoing(
+        self,
+        data: object,
+        key: str | bytes | None,
+        headers: Mapping[str, str | bytes] | None,
+    ) -> tuple[Message | Record, int]:
+        """`write()`'s arguments as what the session queues, and the payload's size."""
+        message, size = outgoing(data)
+        transport = self._session.transport
+        return record_of(
+            message,
+            key,
+            headers,
+            scheme=self._session.address.scheme,
+            accepted=transport.record_fields,
+        ), size
+
     if not TYPE_CHECKING:  # at run time only: a type checker must still see no exec
 
         def __getattr__(self, name: str) -> Any:
@@ -118,7 +144,20 @@ class Connection(SessionView):
     def read(self, timeout: int | float | None = None) -> Message | None:
         """None: block until a message; -1: oldest or None at once; -2: newest, discarding
         the rest, or None; N > 0: wait up to N ms. Disconnected and drained: "" at once."""
-        return self._buffer.read(timeout)
+        return payload_of(self._buffer.read(timeout))
+
+    def read_message(self, timeout: int | float | None = None) -> Envelope | None:
+        """As `read()`, with the message's `Envelope` (topic, partition, offset, key,
+        headers, timestamps); needs `meta=true` in the address. None when nothing came in
+        time or the link is down and drained (`connected` tells which)."""
+        needs_meta(self._session.address, "read_message()")
+        return envelope_of(self._buffer.read(timeout))
+
+    def ack(self, messages: Envelope | Iterable[Envelope], timeout: float = 10.0) -> None:
+        """Acknowledge messages read with `read_message()` (`ack=manual`): the broker then
+        never delivers them again. Until then a reconnect, restart or rebalance redelivers
+        them (at least once). Raises ConnectionError when the link is down."""
+        reactor.call(self._session.ack(messages), timeout)
 
     def read_many(self, max: int = CAPACITY, timeout: int | float | None = None) -> list[Message]:
         """Everything buffered (up to `max` messages), oldest first, in one call: a hot loop
@@ -130,7 +169,7 @@ class Connection(SessionView):
         element - once the link is down (or closed) and the buffer drained; messages buffered
         before a loss still come first. -2 is refused: use `read(-2)` for the newest."""
         limit = batch_limit(max)
-        return self._buffer.read_many(limit, timeout)
+        return payloads_of(self._buffer.read_many(limit, timeout))
 
     def __iter__(self) -> Iterator[Message]:
         """`for message in conn:` every message, oldest first, blocking while none is
@@ -154,9 +193,16 @@ class Connection(SessionView):
                 else:
                     buffer.wait_for_message(closed)  # through the reconnect
                 continue
-            yield message
+            yield payload_of(message)  # type: ignore[misc]  # never None here
 
-    def write(self, data: str | bytes, timeout: float | None = None) -> int:
+    def write(
+        self,
+        data: str | bytes,
+        timeout: float | None = None,
+        *,
+        key: str | bytes | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> int:
         """Send one message; returns its size in bytes, or 0 when it cannot be sent.
 
         The message is queued for the reactor and `write` returns at once. Only when
@@ -165,15 +211,18 @@ class Connection(SessionView):
 
         With `confirm=true` it returns the size only once the broker accepted the message,
         waiting up to `timeout` seconds (None: 30 s); 0 otherwise, the reason in
-        `stats().last_send_error`."""
+        `stats().last_send_error`.
+
+        `key` (Kafka: the message key, which also picks the partition; AMQP: the routing
+        key) and `headers` go with the message where the transport carries them."""
         session = self._session
         if session.confirm:
-            message, size = outgoing(data)
+            message, size = self._outgoing(data, key, headers)
             wait = None if timeout is None else write_timeout(timeout)
             return 0 if session.write_confirmed(message, wait) else size
         if session.state != "open":
             return 0
-        message, size = outgoing(data)
+        message, size = self._outgoing(data, key, headers)
         wait = None if timeout is None else write_timeout(timeout)
         if session.pending() >= OUTBOX_LIMIT and not self._wait_for_room(wait):
             return 0

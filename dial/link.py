@@ -19,7 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .buffer import CAPACITY, Message
+from .buffer import CAPACITY, Item, Message
+from .envelope import payload_of
 
 __all__ = ["AsyncLink", "Link", "OnConnect", "is_async_hook", "run_in_thread"]
 
@@ -33,7 +34,7 @@ class AsyncLink:
     def __init__(self, send: Callable[[Message], Awaitable[None]], name: str = "") -> None:
         self._send = send
         self._name = name
-        self._inbox: deque[Message] = deque()
+        self._inbox: deque[Item] = deque()
         self._waiters: list[asyncio.Future[None]] = []
         self._gone: str | None = None  # why send/recv now fail
         self.dropped = 0  # held messages discarded because the hook held more than CAPACITY
@@ -74,11 +75,11 @@ class AsyncLink:
                 if timer is not None:
                     timer.cancel()
                 self._waiters.remove(waiter)
-        return self._inbox.popleft()
+        return payload_of(self._inbox.popleft())  # type: ignore[return-value]
 
     # -- the session's side (loop thread) --------------------------------------------------
 
-    def hold(self, message: Message) -> bool:
+    def hold(self, message: Item) -> bool:
         """Buffer interceptor while the hook runs: keep every message for `recv()`."""
         inbox = self._inbox
         if len(inbox) >= CAPACITY:  # a feed flooding during a slow login: drop-oldest
@@ -94,7 +95,7 @@ class AsyncLink:
             self._gone = f"link lost: {reason}"
         self._wake()
 
-    def finish(self) -> list[Message]:
+    def finish(self) -> list[Item]:
         """The hook is over: close this face of the link, hand back what it did not take."""
         if self._gone is None:
             self._gone = "on_connect is over: the link now belongs to the connection"

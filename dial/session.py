@@ -27,12 +27,13 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from .address import Address, redact
-from .buffer import Message, MessageBuffer
-from .errors import ConnectError, DialError, describe_error
+from .buffer import Item, Message, MessageBuffer
+from .envelope import Envelope, Record
+from .errors import ArgumentError, ConnectError, DialError, describe_error
 from .link import AsyncLink, Link, OnConnect, is_async_hook, run_in_thread
 from .transports.base import Receiver, StreamTransport
 
@@ -52,7 +53,7 @@ class _Confirm:
 
     __slots__ = ("abandoned", "data", "settle", "settled")
 
-    def __init__(self, data: Message, settle: Callable[[str | None], None]) -> None:
+    def __init__(self, data: Message | Record, settle: Callable[[str | None], None]) -> None:
         self.data = data
         self.settle = settle
         self.settled = False
@@ -103,11 +104,11 @@ class Session(Receiver):
         self.link_started = 0.0  # time.monotonic() of the current link's connect
         self._link_tasks: set[asyncio.Task[Any]] = set()
         self._backoff_step = 0
-        self._interceptors: list[Callable[[Message], bool]] = []
+        self._interceptors: list[Callable[[Item], bool]] = []
         self._pong_waiter: asyncio.Future[None] | None = None
         if address.options.ping_text is not None:
             self.add_interceptor(self._take_text_pong)
-        self._outbox: deque[Message | _Confirm] = deque()
+        self._outbox: deque[Message | Record | _Confirm] = deque()
         self._drain_idle = True
         self._kick: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,7 +203,7 @@ class Session(Receiver):
         else:
             await run_in_thread(hook, Link(link, self._loop))
 
-    def _release(self, link: AsyncLink) -> list[Message]:
+    def _release(self, link: AsyncLink) -> list[Item]:
         """End the hook's hold on incoming messages; returns what it did not take."""
         held = link.finish()
         self.buffer.dropped += link.dropped
@@ -403,7 +404,9 @@ class Session(Receiver):
             await self.transport.send(text)
         await asyncio.shield(waiter)
 
-    def _take_text_pong(self, message: Message) -> bool:
+    def _take_text_pong(self, message: Item) -> bool:
+        if type(message) is Envelope:
+            message = message.value
         pong = self.address.options.pong_text
         if message != pong and not (
             isinstance(message, str) and len(message) <= len(pong) + 4 and message.strip() == pong
@@ -429,21 +432,20 @@ class Session(Receiver):
 
     # -- incoming path ----------------------------------------------------------------------
 
-    def _deliver_counting(self, message: Message) -> None:
+    def _deliver_counting(self, message: Item) -> None:
         """`deliver` for transports that do not count wire bytes themselves."""
-        size = len(
-            message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
-        )
+        value = message.value if isinstance(message, Envelope) else message
+        size = len(value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value)
         self.bytes_in += size
         self.buffer.put(message)
 
-    def add_interceptor(self, intercept: Callable[[Message], bool]) -> None:
+    def add_interceptor(self, intercept: Callable[[Item], bool]) -> None:
         """See every received message before the buffer; returning True consumes it.
         Runs on the loop thread for every message, so it must be cheap."""
         self._interceptors.append(intercept)
         self._install_interceptors()
 
-    def remove_interceptor(self, intercept: Callable[[Message], bool]) -> None:
+    def remove_interceptor(self, intercept: Callable[[Item], bool]) -> None:
         try:
             self._interceptors.remove(intercept)
         except ValueError:
@@ -462,6 +464,24 @@ class Session(Receiver):
         else:
             self.buffer.set_intercept(lambda message: any(take(message) for take in chain))
 
+    async def ack(self, messages: Envelope | Iterable[Envelope]) -> None:
+        """Acknowledge received messages to the broker (`ack=manual`, see `Connection.ack`)."""
+        options = self.address.options
+        if options.ack != "manual":
+            raise ArgumentError(
+                "ack() needs ack=manual in the address (otherwise dialkit acknowledges each "
+                "message itself once it is buffered)"
+            )
+        envelopes = [messages] if type(messages) is Envelope else list(messages)  # type: ignore[arg-type]
+        for envelope in envelopes:
+            if type(envelope) is not Envelope:
+                raise TypeError(f"ack() takes envelopes from read_message(), not {envelope!r}")
+        if not envelopes:
+            return
+        if self.state != "open":
+            raise ConnectionResetError(f"not connected ({self.last_reason or self.state})")
+        await self.transport.ack(envelopes)
+
     def discarded(self, count: int) -> None:
         self.buffer.dropped += count
 
@@ -477,7 +497,7 @@ class Session(Receiver):
 
     # -- outgoing path ----------------------------------------------------------------------
 
-    def enqueue(self, data: Message | _Confirm) -> None:
+    def enqueue(self, data: Message | Record | _Confirm) -> None:
         """Queue a message from any thread; the drain task sends it in order."""
         self._outbox.append(data)
         if self._drain_idle:
@@ -518,7 +538,10 @@ class Session(Receiver):
                 await self._send_confirmed(data)
                 continue
             try:
-                await send(data)  # type: ignore[arg-type]  # a Message: _Confirm went above
+                if type(data) is Record:
+                    await self.transport.send_record(data)
+                else:
+                    await send(data)  # type: ignore[arg-type]  # a Message: the rest went above
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -528,9 +551,12 @@ class Session(Receiver):
                 continue
             self._count_out(data)  # type: ignore[arg-type]
 
-    def _count_out(self, data: Message) -> None:
+    def _count_out(self, data: Message | Record) -> None:
         self.messages_out += 1
-        self.bytes_out += len(data.encode() if isinstance(data, str) else data)
+        if type(data) is Record:
+            self.bytes_out += data.size
+        else:
+            self.bytes_out += len(data.encode() if isinstance(data, str) else data)  # type: ignore[arg-type]
 
     def _discard_outbox(self, reason: str) -> None:
         """What was queued but not sent goes nowhere now: fail confirmed writes, count the
@@ -622,7 +648,7 @@ class Session(Receiver):
         self.last_send_error = reason
         return reason
 
-    def write_confirmed(self, data: Message, timeout: float | None) -> str | None:
+    def write_confirmed(self, data: Message | Record, timeout: float | None) -> str | None:
         """A confirmed write from a plain thread: queue `data` and block until the broker
         accepted it (None) or it failed (the reason; also in `last_send_error`). `timeout`
         bounds the whole wait (None: `DEFAULT_CONFIRM_TIMEOUT`)."""
@@ -672,7 +698,9 @@ class Session(Receiver):
         self.last_send_error = reason
         return reason
 
-    async def write_confirmed_async(self, data: Message, timeout: float | None) -> str | None:
+    async def write_confirmed_async(
+        self, data: Message | Record, timeout: float | None
+    ) -> str | None:
         """`write_confirmed` for `dial.aio`, on this session's loop: None once the broker
         accepted `data`, else the reason it failed."""
         from .connection import OUTBOX_LIMIT

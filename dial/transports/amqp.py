@@ -49,6 +49,7 @@ from yarl import URL
 
 from ..address import Address, split_host_port
 from ..buffer import CAPACITY, Message, text_message
+from ..envelope import Record
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from ._teardown import run_to_end
@@ -387,10 +388,12 @@ class AmqpTransport(StreamTransport):
         if self._acks is not None:
             self._acks.release()
 
-    async def send_confirmed(self, data: Message) -> asyncio.Future[Any]:
+    async def send_confirmed(self, data: Message | Record) -> asyncio.Future[Any]:
         """Publish on the confirming channel; the future is done with the broker's ack. The
         frames are queued in order now (the task's first step, before any other send runs);
         the task then waits for the ack."""
+        if isinstance(data, Record):  # record_fields is empty: write() refused it
+            raise TypeError("amqp:// messages carry no key or headers")
         underlay = self._underlay
         if underlay is None:
             raise ConnectionError("amqp link is down")

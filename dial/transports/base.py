@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ..address import Address
-from ..buffer import Message, MessageBuffer
+from ..buffer import Item, Message, MessageBuffer
+from ..envelope import Envelope, Record
 from ..errors import AddressError
 
 __all__ = ["UNIVERSAL_OPTIONS", "Receiver", "StreamTransport"]
@@ -24,15 +25,15 @@ class Receiver:
     successful `connect()` and never after `close()` started.
     """
 
-    deliver: Callable[[Message], None]
+    deliver: Callable[[Item], None]
     bytes_in: int = 0  # transports with `counts_bytes_in` add received wire bytes here
 
-    def deliver_many(self, messages: list[Message]) -> None:
+    def deliver_many(self, messages: Sequence[Item]) -> None:
         """Hand over several messages received together (one socket read), in order: the
         same as `deliver` for each, with the buffer hand-over paid once for the batch."""
         self.batch_delivery()(messages)
 
-    def batch_delivery(self) -> Callable[[list[Message]], None]:
+    def batch_delivery(self) -> Callable[[Sequence[Item]], None]:
         """`deliver_many` as one callable, for a transport to look up once per connect: the
         buffer's own `put_many` when `deliver` is the buffer's `put` (the common case), else
         a loop over `deliver`."""
@@ -41,7 +42,7 @@ class Receiver:
         if type(buffer) is MessageBuffer and getattr(deliver, "__func__", None) is _PUT:
             return buffer.put_many
 
-        def each(messages: list[Message]) -> None:
+        def each(messages: Sequence[Item]) -> None:
             for message in messages:
                 deliver(message)
 
@@ -89,6 +90,11 @@ class StreamTransport(ABC):
     async def send(self, data: Message) -> None:
         """Send one message; raise on failure."""
 
+    async def send_record(self, record: Record) -> None:
+        """Send one message with a key and/or headers (`write(data, key=..., headers=...)`);
+        only called with the fields listed in `record_fields`."""
+        raise NotImplementedError(f"{self.address.scheme}:// messages have no key or headers")
+
     @abstractmethod
     async def close(self) -> None:
         """Tear down the current link, idempotently."""
@@ -106,11 +112,25 @@ class StreamTransport(ABC):
         `send_confirmed()` and `write()` reports the broker's answer."""
         return self.address.options.confirm
 
-    async def send_confirmed(self, data: Message) -> asyncio.Future[Any]:
+    async def send_confirmed(self, data: Message | Record) -> asyncio.Future[Any]:
         """Hand one message over, in order with every other send, and return a future that
         completes once the broker has accepted it (an exception: it did not, or never will).
-        Only called when `confirms` is true, i.e. for transports that list `confirm`."""
+        Only called when `confirms` is true, i.e. for transports that list `confirm`; a
+        `Record` only with the fields in `record_fields`."""
         raise NotImplementedError(f"{self.address.scheme}:// cannot confirm writes")
+
+    #: What `send_record()` carries ("key", "headers"): `write()` refuses the rest.
+    record_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def meta(self) -> bool:
+        """True when received messages go to the receiver as `Envelope`s (`meta=true`)."""
+        return self.address.options.meta
+
+    async def ack(self, envelopes: Sequence[Envelope]) -> None:
+        """Acknowledge these received messages to the broker (`ack=manual`), so they are
+        not delivered again; only called for transports that list the `ack` option."""
+        raise NotImplementedError(f"{self.address.scheme}:// has no acknowledgements")
 
     def pause_reading(self) -> None:  # noqa: B027 - optional capability, no-op by default
         """Stop reading from the peer for a while (the reader is catching up)."""
@@ -177,5 +197,6 @@ UNIVERSAL_OPTIONS = frozenset(
         "idle",
         "backoff",
         "backoffMax",
+        "meta",
     }
 )

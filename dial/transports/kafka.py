@@ -36,6 +36,7 @@ from aiokafka.conn import CloseReason
 
 from ..address import Address, split_host_port
 from ..buffer import CAPACITY, Message, text_message
+from ..envelope import Record
 from ..errors import AddressError, ConnectError
 from ._query import parse_target
 from ._teardown import run_to_end
@@ -311,9 +312,11 @@ class KafkaTransport(StreamTransport):
                 self._batch = self._receipt = None
                 raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
 
-    async def send_confirmed(self, data: Message) -> asyncio.Future[None]:
+    async def send_confirmed(self, data: Message | Record) -> asyncio.Future[None]:
         """Append to the open batch like `send`; the future is the batch's: done once the
         broker acknowledged it (acks=all, idempotent producer)."""
+        if isinstance(data, Record):  # record_fields is empty: write() refused it
+            raise TypeError("kafka:// messages carry no key or headers")
         await self.send(data)
         receipt = self._receipt
         assert receipt is not None  # send() left an open batch holding this message

@@ -38,6 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from ..address import Address, split_host_port
 from ..buffer import Message, text_message
+from ..envelope import Record
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from .base import Receiver, StreamTransport
@@ -124,8 +125,10 @@ class MqttTransport(StreamTransport):
             if not link.usable:  # woken by the socket's end: this one went nowhere
                 raise ConnectionError("mqtt link lost before the message was written")
 
-    async def send_confirmed(self, data: Message) -> asyncio.Future[None]:
+    async def send_confirmed(self, data: Message | Record) -> asyncio.Future[None]:
         """Publish at QoS 1 (or the address's 2); the future is done with the PUBACK."""
+        if isinstance(data, Record):  # record_fields is empty: write() refused it
+            raise TypeError("mqtt:// messages carry no key or headers")
         link = self._link
         if link is None or not link.usable:
             raise ConnectionError("mqtt link is down")

@@ -38,6 +38,7 @@ from nats.aio.client import Client as NatsClient
 
 from ..address import Address, split_host_port
 from ..buffer import Message, text_message
+from ..envelope import Record
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_target
 from ._teardown import run_to_end
@@ -315,9 +316,11 @@ class NatsTransport(StreamTransport):
             raise self._link_down()
         await client.publish(self.subject, data.encode() if isinstance(data, str) else data)
 
-    async def send_confirmed(self, data: Message) -> asyncio.Future[Any]:
+    async def send_confirmed(self, data: Message | Record) -> asyncio.Future[Any]:
         """Publish through JetStream; the future is done with the stream's PubAck (an
         exception: the stream refused it, or no stream answered)."""
+        if isinstance(data, Record):  # record_fields is empty: write() refused it
+            raise TypeError("nats:// messages carry no key or headers")
         client, js = self._client, self._js
         if client is None or js is None or not client.is_connected:
             raise self._link_down()
