@@ -26,6 +26,7 @@ from .envelope import (
     payloads_of,
     record_of,
 )
+from .errors import ArgumentError
 from .reactor import reactor
 from .session import Session
 from .validation import batch_limit, outgoing, write_timeout
@@ -96,6 +97,9 @@ class SessionView:
         """`write()`'s arguments as what the session queues, and the payload's size."""
         message, size = outgoing(data)
         transport = self._session.transport
+        refusal = transport.write_refusal()
+        if refusal is not None:
+            raise ArgumentError(f"write() refused: {refusal}")
         return record_of(
             message,
             key,

@@ -119,6 +119,12 @@ class StreamTransport(ABC):
         `Record` only with the fields in `record_fields`."""
         raise NotImplementedError(f"{self.address.scheme}:// cannot confirm writes")
 
+    def write_refusal(self) -> str | None:
+        """Why no `write()` can ever succeed on this address (e.g. an MQTT wildcard topic,
+        which can be subscribed to but not published to), or None. Checked by `write()`,
+        which raises ArgumentError with this reason instead of queueing the message."""
+        return None
+
     #: What `send_record()` carries ("key", "headers"): `write()` refuses the rest.
     record_fields: ClassVar[frozenset[str]] = frozenset()
 
