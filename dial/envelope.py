@@ -60,8 +60,8 @@ class Envelope:
     token: Any = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready view in the spirit of kcat's `-J`: bytes that are not UTF-8 are
-        given base64 with a `_b64` suffix on the field name."""
+        """A JSON-ready view in the spirit of kcat's `-J`: a binary payload, and a key or
+        header that is not UTF-8, is given in base64 under the name with a `_b64` suffix."""
         out: dict[str, Any] = {"source": self.source, "kind": self.kind}
         for name in ("topic", "partition", "offset"):
             value = getattr(self, name)
@@ -78,7 +78,10 @@ class Envelope:
         out["received_at"] = round(self.received_at, 6)
         if self.redelivered is not None:
             out["redelivered"] = self.redelivered
-        _put_text(out, "payload", self.value)
+        if isinstance(self.value, bytes):  # a binary payload stays binary, whatever it holds
+            out["payload_b64"] = base64.b64encode(self.value).decode()
+        else:
+            _put_text(out, "payload", self.value)
         return out
 
 
