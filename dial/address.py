@@ -18,17 +18,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from .errors import AddressError
 
-__all__ = ["Address", "Options", "parse", "redact", "split_host_port"]
+__all__ = ["Address", "Options", "deliver_start_time", "parse", "redact", "split_host_port"]
 
 COMPRESS_CODECS = ("gzip", "gzip_raw", "deflate", "zlib")
 COMPRESS_MODES = ("recv", "send", "dual")
 PROXY_SCHEMES = ("socks5", "socks5h", "socks4", "http")
 BACKOFF_KINDS = ("fixed", "exp")
 ACK_MODES = ("auto", "manual")  # ack=: who acknowledges received broker messages
+DELIVER_POLICIES = ("all", "new", "last", "last_per_subject")  # deliver=, besides seq:/time:
 WS_ENGINES = ("websockets", "picows")  # engine=: which library speaks WebSocket (ws://, wss://)
 MAX_SECONDS = 86_400.0
 _TRUE = ("true", "1", "yes", "on")
@@ -58,6 +60,9 @@ class Options:
     confirm: bool = False  # brokers: write() succeeds only once the broker accepted the message
     meta: bool = False  # read_message(): every message arrives with its Envelope
     ack: str = "auto"  # brokers: "manual" acknowledges only what conn.ack() is given
+    stream: str | None = None  # nats: read and write through this JetStream stream
+    durable: str | None = None  # nats with stream: the durable consumer that keeps the position
+    deliver: str | None = None  # nats with stream: where a new consumer starts (DeliverPolicy)
     given: frozenset[str] = field(default=frozenset(), compare=False)  # names the user set
 
 
@@ -113,6 +118,40 @@ def _parse_payload(name: str, value: str) -> str:
     return value
 
 
+def _parse_jetstream_name(name: str, value: str) -> str:
+    """A JetStream stream or consumer name: the server forbids these characters."""
+    if value == "" or any(ch.isspace() or ch in ".*>/\\" for ch in value):
+        raise AddressError(
+            f"option {name}={value!r}: expected a JetStream name (no spaces or . * > / \\)"
+        )
+    return value
+
+
+def _parse_deliver(name: str, value: str) -> str:
+    """JetStream's DeliverPolicy: all, new, last, last_per_subject, or a start given as
+    seq:N (by_start_sequence) or time:RFC3339 (by_start_time)."""
+    kind, colon, start = value.partition(":")
+    if not colon and kind in DELIVER_POLICIES:
+        return value
+    if kind == "seq" and start.isascii() and start.isdigit() and len(start) <= 19 and int(start):
+        return value
+    if kind == "time" and deliver_start_time(start) is not None:
+        return value
+    raise AddressError(
+        f"option {name}={value!r}: expected {', '.join(DELIVER_POLICIES)}, seq:N (N >= 1) "
+        "or time:YYYY-MM-DDTHH:MM:SSZ"
+    )
+
+
+def deliver_start_time(text: str) -> datetime | None:
+    """`deliver=time:...` as an aware datetime (UTC when no offset is given), or None."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def _parse_proxy(name: str, value: str) -> str:
     try:
         parts = urlsplit(value)
@@ -158,6 +197,9 @@ OPTION_PARSERS = {
     "confirm": ("confirm", _parse_bool),
     "meta": ("meta", _parse_bool),
     "ack": ("ack", _parse_choice(ACK_MODES)),
+    "stream": ("stream", _parse_jetstream_name),
+    "durable": ("durable", _parse_jetstream_name),
+    "deliver": ("deliver", _parse_deliver),
 }
 # option -> the option it only makes sense with
 _REQUIRES = {
@@ -165,6 +207,8 @@ _REQUIRES = {
     "pingText": "ping",
     "pongText": "pingText",
     "backoffMax": "backoff",
+    "durable": "stream",
+    "deliver": "stream",
 }
 _OPTION_FIELDS = {f.name for f in fields(Options)}
 _NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")

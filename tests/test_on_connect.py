@@ -114,7 +114,10 @@ class PrivateServer:
         await ws.send(json.dumps(obj, separators=(",", ":")))
 
     def push_order(self, order_id: str) -> int:
-        """Push one `orders` update to every logged-in subscriber; returns how many."""
+        """Push one `orders` update to every logged-in subscriber; returns how many. Waits
+        (briefly) for a subscriber first: a hook returns once it sent its subscribe, which the
+        server may not have taken yet."""
+        wait_until(lambda: bool(self.subscribed), 5)
 
         async def push() -> int:
             data = {"arg": {"channel": "orders", "instType": "ANY"}, "data": [{"ordId": order_id}]}

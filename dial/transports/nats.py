@@ -19,9 +19,24 @@ messages are held aside (up to `HELD_LIMIT`; beyond that the oldest are dropped 
 in `dropped`).
 
 `confirm=true` publishes through JetStream: the subject must be stored by a stream (checked at
-connect), and a write is confirmed by the stream's publish acknowledgement. Core NATS has no
-acknowledgement of its own (a flush only proves the server read the bytes, not that anyone
-keeps them), so without a stream `Dial` fails with a reason saying so.
+connect), and a write is confirmed by the stream's publish acknowledgement, which must come
+within `PUBACK_TIMEOUT` s (else the write fails). Core NATS has no acknowledgement of its own
+(a flush only proves the server read the bytes, not that anyone keeps them), so without a
+stream `Dial` fails with a reason saying so.
+
+`meta=true`: every message arrives as an `Envelope` with topic = the message's own subject
+(useful with a wildcard topic) and its NATS headers as (name, bytes) pairs; kind "text".
+`write(data, headers={...})` publishes with headers (NATS has no message key); header values
+must be UTF-8 text.
+
+`stream=NAME` reads and writes through JetStream (see `dial.transports.jetstream`):
+`nats://host?topic=S|stream=ORDERS&durable=worker&deliver=all`. Reading pulls from a durable
+(or ephemeral) consumer only while the reader keeps up, so the stream holds the backlog and
+nothing is dropped; `ack=auto` acknowledges each message once it is in the buffer,
+`ack=manual` only what `conn.ack()` is given (the rest is delivered again after the
+consumer's ack wait, at once after a restart: close() returns unacknowledged messages to
+the stream). The envelope's offset is the stream sequence, timestamp the time the stream
+stored it, redelivered whether it was delivered before. A stream is never created by Dial.
 """
 
 from __future__ import annotations
@@ -29,17 +44,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from ..address import Address, split_host_port
-from ..buffer import Message, text_message
-from ..envelope import Record
+from ..address import Address, redact, split_host_port
+from ..buffer import Item, Message, text_message
+from ..envelope import Envelope, Headers, Record, received_now
 from ..errors import AddressError, ConnectError
+from . import jetstream
 from ._query import os_reason, parse_target
 from ._teardown import run_to_end
 from .base import Receiver, StreamTransport
@@ -56,6 +72,10 @@ DEFAULT_PORT = 4222
 CONNECT_TIMEOUT = 5  # seconds nats-py allows for one TCP connect + INFO/CONNECT exchange
 CLOSE_TIMEOUT = 3.0
 HELD_LIMIT = 65_536  # messages parsed while paused (or read for a confirmation), held aside
+PUBACK_TIMEOUT = 5.0  # seconds a confirmed write waits for the stream's acknowledgement
+# JetStream: deliver this message again in 1 s, when the server has dropped this link's pull
+# request (given back at once, it raced to that request and was lost until the ack wait)
+NAK = b'-NAK {"delay": 1000000000}'
 
 
 class _Client(NatsClient):
@@ -77,15 +97,58 @@ class _Client(NatsClient):
         await super()._process_msg(sid, subject, reply, data, headers)
 
 
-class NatsTransport(StreamTransport):
-    """Subscribes to subject `topic` (optionally in queue group `queue`) and publishes to it."""
+class _MetaClient(NatsClient):
+    """`_Client` for meta=true: the sink also gets the subject and the raw headers."""
 
-    supported_options = frozenset({"confirm"})
+    dial_sid = -1
+    dial_sink: Callable[[bytes, bytes, bytes], None] | None = None
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        if sid == self.dial_sid:
+            sink = self.dial_sink
+            if sink is not None:
+                sink(subject, data, headers)
+                return
+        await super()._process_msg(sid, subject, reply, data, headers)
+
+
+class _JetStreamClient(NatsClient):
+    """`_Client` for stream=: the pull inbox's messages (and inline statuses) go to an async
+    sink with subject, reply (the acknowledgement subject), payload and raw headers."""
+
+    dial_sid = -1
+    dial_sink: Callable[[bytes, bytes, bytes, bytes], Awaitable[None]] | None = None
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        if sid == self.dial_sid:
+            sink = self.dial_sink
+            if sink is not None:
+                await sink(subject, reply, data, headers)
+                return
+        await super()._process_msg(sid, subject, reply, data, headers)
+
+
+class NatsTransport(StreamTransport):
+    """Subscribes to subject `topic` (optionally in queue group `queue`) and publishes to it;
+    with `stream=` reads it from a JetStream consumer instead."""
+
+    supported_options = frozenset({"confirm", "stream", "durable", "deliver", "ack"})
+    record_fields = frozenset({"headers"})
     flow_control = True
     holds_backlog = True
     counts_bytes_in = True  # payload sizes, counted before decoding
 
     def __init__(self, address: Address) -> None:
+        options = address.options
+        if options.ack == "manual" and options.stream is None:
+            raise AddressError(
+                "option ack=manual: core NATS has no acknowledgements; read through "
+                "JetStream with stream=NAME (and durable=NAME to keep the position)"
+            )
         super().__init__(address)
         self._report_gone: Callable[[], Awaitable[None]] | None = None  # the link's on_gone
         self._gone_report: asyncio.Future[None] | None = None
@@ -103,11 +166,20 @@ class NatsTransport(StreamTransport):
             raise AddressError(f"{shown}: topic {subject!r} contains whitespace")
         self.subject = subject
         self.queue = target.query.get("queue", "")
-        if self.confirms and any(token in ("*", ">") for token in subject.split(".")):
+        self.stream = options.stream  # JetStream: read and write through this stream
+        self.durable = options.durable
+        if self.stream is not None and self.queue:
+            raise AddressError(
+                f"{shown}: queue= groups core NATS subscribers; with stream= connections "
+                "that share one durable=NAME share its messages instead"
+            )
+        self._wildcard = any(token in ("*", ">") for token in subject.split("."))
+        if self.confirms and self._wildcard:
             raise AddressError(
                 f"{shown}: confirm=true publishes to the topic, and {subject!r} is a wildcard"
             )
         self.user, self.password = target.user, target.password
+        self._source = redact(address.url)  # Envelope.source
         self._client: Any = None
         self._receiver: Receiver | None = None
         self._js: Any = None  # JetStream context (confirm=true)
@@ -116,8 +188,15 @@ class NatsTransport(StreamTransport):
         self._flowing: asyncio.Event | None = None  # set while the socket may be read
         self._delivering: asyncio.Event | None = None  # set while messages may go to the buffer
         self._unconfirmed: set[asyncio.Future[Any]] = set()  # this link's publishes in flight
-        self._held: deque[Message] = deque()  # parsed while paused, not yet in the buffer
-        self._deliver: Callable[[Message], None] | None = None  # the session's, kept
+        self._held: deque[Item] = deque()  # parsed while paused, not yet in the buffer
+        self._deliver: Callable[[Item], None] | None = None  # the session's, kept
+        # JetStream reading (stream=)
+        self._puller: jetstream.Puller | None = None
+        self._pull_task: asyncio.Task[None] | None = None
+        self._consumer = ""  # this link's consumer (the durable, or an ephemeral's name)
+        self._resume_at = 0  # ephemeral: the stream sequence after the last one received
+        self._unacked: dict[int, bytes] = {}  # ack=manual: stream sequence -> ack subject
+        self._inbox: Any = None  # this link's pull inbox subscription
 
     def _credentials(self) -> dict[str, Any]:
         if self.user is None:
@@ -125,6 +204,11 @@ class NatsTransport(StreamTransport):
         if self.password is None:  # nats://TOKEN@host, the NATS URL convention
             return {"token": self.user}
         return {"user": self.user, "password": self.password}
+
+    def write_refusal(self) -> str | None:
+        if self._wildcard:
+            return f"topic {self.subject!r} is a wildcard: a NATS message goes to one subject"
+        return None
 
     async def connect(self, receiver: Receiver) -> None:
         await self.close()
@@ -138,39 +222,26 @@ class NatsTransport(StreamTransport):
                 return
             errors.append(exc)
 
-        async def on_gone() -> None:
+        def lose(reason: str) -> None:
             if live["up"] and self._receiver is receiver:
                 live["up"] = False
-                cause = errors[-1] if errors else None
-                why = describe(cause) if cause is not None else "connection closed"
-                receiver.lost(f"nats connection lost: {why}")
+                receiver.lost(reason)
 
-        deliver = receiver.deliver
+        async def on_gone() -> None:
+            cause = errors[-1] if errors else None
+            why = describe(cause) if cause is not None else "connection closed"
+            lose(f"nats connection lost: {why}")
+
+        self._deliver = receiver.deliver
         self._flow_event()
-        delivering = self._delivering
-        assert delivering is not None
-
-        async def on_message(msg: Any) -> None:  # nats-py's own path: the fallback
-            if not delivering.is_set():  # the reader is behind: wait for it
-                await delivering.wait()
-            data = msg.data
-            receiver.bytes_in += len(data)
-            deliver(text_message(data))
-
-        held = self._held  # kept across links: what an earlier one parsed still comes first
-        self._deliver = deliver
-
-        def sink(data: bytes) -> None:  # the short path, from the parser
-            receiver.bytes_in += len(data)
-            if self._paused or held:
-                held.append(text_message(data))
-                if len(held) > HELD_LIMIT:
-                    held.popleft()
-                    receiver.discarded(1)
-                return
-            deliver(text_message(data))
-
-        client = _Client()
+        client: Any
+        sink: Any  # the short path's sink, its signature chosen with the client class
+        if self.stream is not None:
+            client, sink = _JetStreamClient(), self._jetstream_sink(receiver, lose)
+        elif self.meta:
+            client, sink = _MetaClient(), self._meta_sink(receiver)
+        else:
+            client, sink = _Client(), self._plain_sink(receiver)
         try:
             await client.connect(
                 servers=[f"nats://{self.host}:{self.port}"],
@@ -179,7 +250,7 @@ class NatsTransport(StreamTransport):
                 reconnect_time_wait=0,
                 # a heartbeat bounds a connect attempt; nats-py's own timeout must not outlast it
                 # (annotated int, but only ever handed to asyncio.wait_for)
-                connect_timeout=self.attempt_limit(CONNECT_TIMEOUT),  # type: ignore[arg-type]
+                connect_timeout=self.attempt_limit(CONNECT_TIMEOUT),
                 error_cb=on_error,
                 disconnected_cb=on_gone,
                 closed_cb=on_gone,
@@ -202,16 +273,12 @@ class NatsTransport(StreamTransport):
         self._unconfirmed = set()
         self._update_flow()
         try:
-            # the short path is keyed on the subscription's id, set before its first message
-            expected = getattr(client, "_sid", None)
-            if isinstance(expected, int):
-                client.dial_sid, client.dial_sink = expected + 1, sink
-            subscription = await client.subscribe(self.subject, queue=self.queue, cb=on_message)
-            if getattr(subscription, "_id", None) != client.dial_sid:  # another nats-py
-                client.dial_sid, client.dial_sink = -1, None
-            await client.flush(timeout=CONNECT_TIMEOUT)  # the server has the SUB before we go
-            if self.confirms:
-                await self._find_stream(client, where)
+            if self.stream is not None:
+                await self._open_jetstream(client, sink, where)
+            else:
+                await self._subscribe(client, sink, receiver)
+                if self.confirms:
+                    await self._find_stream(client, where)
         except asyncio.CancelledError:
             await self.close()
             raise
@@ -227,10 +294,199 @@ class NatsTransport(StreamTransport):
             error = client.last_error
             await self.close()
             raise ConnectError(f"{where}: subscribe to {self.subject!r} refused: {describe(error)}")
-        self._gate_reads(client)
+        if self._puller is not None:
+            self._pull_task = asyncio.ensure_future(self._puller.run())
+        else:
+            self._gate_reads(client)
         live["up"] = True
-        if held and not self._paused:  # resumed while the link was down
+        if self._held and not self._paused:  # resumed while the link was down
             self.resume_reading()
+
+    async def _subscribe(self, client: Any, sink: Any, receiver: Receiver) -> None:
+        """Core NATS: subscribe to the subject, its messages going the short path."""
+        # the short path is keyed on the subscription's id, set before its first message
+        expected = getattr(client, "_sid", None)
+        if isinstance(expected, int):
+            client.dial_sid, client.dial_sink = expected + 1, sink
+        subscription = await client.subscribe(
+            self.subject, queue=self.queue, cb=self._fallback(receiver)
+        )
+        if getattr(subscription, "_id", None) != client.dial_sid:  # another nats-py
+            client.dial_sid, client.dial_sink = -1, None
+        await client.flush(timeout=CONNECT_TIMEOUT)  # the server has the SUB before we go
+
+    def _fallback(self, receiver: Receiver) -> Callable[[Any], Awaitable[None]]:
+        """nats-py's own callback path, for a nats-py whose ids the short path cannot key on."""
+        deliver, delivering = receiver.deliver, self._delivering
+        assert delivering is not None
+        meta, source = self.meta, self._source
+
+        async def on_message(msg: Any) -> None:
+            if not delivering.is_set():  # the reader is behind: wait for it
+                await delivering.wait()
+            data = msg.data
+            receiver.bytes_in += len(data)
+            if not meta:
+                deliver(text_message(data))
+                return
+            headers = tuple((k, v.encode()) for k, v in (msg.headers or {}).items())
+            deliver(
+                Envelope(
+                    text_message(data), source, received_now(), "text", msg.subject, headers=headers
+                )
+            )
+
+        return on_message
+
+    def _plain_sink(self, receiver: Receiver) -> Callable[[bytes], None]:
+        """The short path for bare messages, from the parser."""
+        held = self._held  # kept across links: what an earlier one parsed still comes first
+        deliver = receiver.deliver
+
+        def sink(data: bytes) -> None:
+            receiver.bytes_in += len(data)
+            if self._paused or held:
+                held.append(text_message(data))
+                if len(held) > HELD_LIMIT:
+                    held.popleft()
+                    receiver.discarded(1)
+                return
+            deliver(text_message(data))
+
+        return sink
+
+    def _meta_sink(self, receiver: Receiver) -> Callable[[bytes, bytes, bytes], None]:
+        """The short path with envelopes (meta=true): subject and headers kept."""
+        held, deliver, source = self._held, receiver.deliver, self._source
+
+        def sink(subject: bytes, data: bytes, headers: bytes) -> None:
+            receiver.bytes_in += len(data)
+            envelope = Envelope(
+                text_message(data),
+                source,
+                received_now(),
+                "text",
+                subject.decode("utf-8", "surrogateescape"),
+                headers=jetstream.parse_headers(headers) if headers else (),
+            )
+            if self._paused or held:
+                held.append(envelope)
+                if len(held) > HELD_LIMIT:
+                    held.popleft()
+                    receiver.discarded(1)
+                return
+            deliver(envelope)
+
+        return sink
+
+    # -- JetStream (stream=) ------------------------------------------------------------------
+
+    async def _open_jetstream(self, client: Any, sink: Any, where: str) -> None:
+        """Find the stream, open the consumer, subscribe the pull inbox (short path only)."""
+        assert self.stream is not None
+        resume_at = min(self._unacked, default=self._resume_at)
+        self._consumer = await jetstream.open_consumer(
+            client,
+            where,
+            self.stream,
+            self.subject,
+            self.durable,
+            self.address.options.deliver,
+            resume_at,
+        )
+        inbox = client.new_inbox()
+        expected = getattr(client, "_sid", None)
+        if isinstance(expected, int):
+            client.dial_sid, client.dial_sink = expected + 1, sink
+        subscription = await client.subscribe(inbox)
+        if getattr(subscription, "_id", None) != client.dial_sid:
+            raise ConnectError(f"{where}: stream= needs nats-py 2.x (its subscription ids)")
+        self._inbox = subscription
+        await client.flush(timeout=CONNECT_TIMEOUT)
+        next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self._consumer}"
+        request = jetstream.pull_request()
+
+        async def ask() -> None:
+            if client.is_connected:
+                await client.publish(next_subject, request, reply=inbox)
+
+        self._puller = jetstream.Puller(ask)
+        self._puller.paused = self._paused
+        self._stream, self._js = self.stream, client.jetstream()
+
+    def _jetstream_sink(
+        self, receiver: Receiver, lose: Callable[[str], None]
+    ) -> Callable[[bytes, bytes, bytes, bytes], Awaitable[None]]:
+        """Stream messages from the pull inbox into the buffer; acknowledged at once
+        (ack=auto) or kept for `ack()` (ack=manual). Inline statuses end a pull request."""
+        deliver, source, meta = receiver.deliver, self._source, self.meta
+        manual = self.address.options.ack == "manual"
+        unacked = self._unacked
+
+        async def sink(subject: bytes, reply: bytes, data: bytes, headers: bytes) -> None:
+            puller = self._puller
+            if headers and (status := jetstream.pull_status(headers)) is not None:
+                if puller is not None:
+                    self._pull_status(puller, status, lose)
+                return
+            if puller is not None:
+                puller.received()
+            receiver.bytes_in += len(data)
+            sequence, delivered, stamp = jetstream.ack_metadata(reply)
+            self._resume_at = sequence + 1
+            value = text_message(data)
+            if meta:
+                deliver(
+                    Envelope(
+                        value,
+                        source,
+                        received_now(),
+                        "text",
+                        subject.decode("utf-8", "surrogateescape"),
+                        offset=sequence,
+                        headers=jetstream.parse_headers(headers) if headers else (),
+                        timestamp=stamp / 1e9,
+                        redelivered=delivered > 1,
+                        token=reply,
+                    )
+                )
+            else:
+                deliver(value)
+            if manual:
+                unacked[sequence] = reply
+            else:  # in the buffer: the stream may forget it
+                client = self._client
+                if client is not None and client.is_connected:
+                    await client.publish(reply.decode())
+
+        return sink
+
+    def _pull_status(
+        self, puller: jetstream.Puller, status: tuple[int, str], lose: Callable[[str], None]
+    ) -> None:
+        code, text = status
+        if code == 100:  # idle heartbeat
+            return
+        if code == 503 or (code == 409 and "consumer" in text.lower()):
+            consumer = f"JetStream consumer {self._consumer!r} of stream {self.stream!r}"
+            lose(f"nats: {consumer} is gone ({code} {text})")
+            return
+        puller.request_over()  # 404 no messages, 408 expired, 409 e.g. max waiting
+
+    async def ack(self, envelopes: Sequence[Envelope]) -> None:
+        """ack=manual: acknowledge these messages, and return once the server has them."""
+        client = self._client
+        if client is None or not client.is_connected:
+            raise self._link_down()
+        unacked = self._unacked
+        for envelope in envelopes:
+            token = envelope.token
+            if not isinstance(token, bytes) or not token.startswith(b"$JS.ACK."):
+                raise TypeError(f"ack(): {envelope!r} was not read from a JetStream stream")
+            await client.publish(token.decode())
+            if envelope.offset is not None and unacked.get(envelope.offset) == token:
+                del unacked[envelope.offset]
+        await client.flush(timeout=CONNECT_TIMEOUT)
 
     async def _find_stream(self, client: Any, where: str) -> None:
         """confirm=true: the JetStream stream that stores the subject, or a clear refusal."""
@@ -293,10 +549,16 @@ class NatsTransport(StreamTransport):
 
     def pause_reading(self) -> None:
         self._paused = True
+        if self._puller is not None:  # JetStream: no more pull requests; the stream waits
+            self._puller.pause()
+            return
         self._update_flow()
 
     def resume_reading(self) -> None:
         self._paused = False
+        if self._puller is not None:
+            self._puller.resume()
+            return
         held, deliver = self._held, self._deliver
         if held and deliver is not None:  # what was parsed meanwhile goes first
             while held and not self._paused:
@@ -316,21 +578,37 @@ class NatsTransport(StreamTransport):
             raise self._link_down()
         await client.publish(self.subject, data.encode() if isinstance(data, str) else data)
 
+    async def send_record(self, record: Record) -> None:
+        """Publish with headers (`write(data, headers=...)`)."""
+        client = self._client
+        if client is None or not client.is_connected:
+            raise self._link_down()
+        value = record.value
+        body = value.encode() if isinstance(value, str) else value
+        headers = _outgoing_headers(record.headers)
+        await client.publish(self.subject, body, headers=headers)
+
     async def send_confirmed(self, data: Message | Record) -> asyncio.Future[Any]:
         """Publish through JetStream; the future is done with the stream's PubAck (an
-        exception: the stream refused it, or no stream answered)."""
-        if isinstance(data, Record):  # record_fields is empty: write() refused it
-            raise TypeError("nats:// messages carry no key or headers")
+        exception: the stream refused it, no stream answered, or no answer came within
+        PUBACK_TIMEOUT s)."""
         client, js = self._client, self._js
         if client is None or js is None or not client.is_connected:
             raise self._link_down()
+        headers = None
+        if isinstance(data, Record):
+            headers, data = _outgoing_headers(data.headers), data.value
         body = data.encode() if isinstance(data, str) else data
-        ack: asyncio.Future[Any] = await js.publish_async(self.subject, body, stream=self._stream)
+        ack: asyncio.Future[Any] = await js.publish_async(
+            self.subject, body, stream=self._stream, headers=headers
+        )
         pending = self._unconfirmed
         pending.add(ack)
         self._update_flow()
+        timer = asyncio.get_running_loop().call_later(PUBACK_TIMEOUT, _never_answered, ack)
 
         def answered(future: asyncio.Future[Any]) -> None:
+            timer.cancel()
             pending.discard(future)
             if pending is self._unconfirmed:
                 self._update_flow()
@@ -342,23 +620,77 @@ class NatsTransport(StreamTransport):
         client, self._client = self._client, None
         self._receiver = None
         self._js = None
+        puller, self._puller = self._puller, None
+        task, self._pull_task = self._pull_task, None
+        if task is not None:
+            task.cancel()
         unconfirmed, self._unconfirmed = self._unconfirmed, set()
         for future in unconfirmed:  # no answer can come on a closed client
             if not future.done():
                 future.set_exception(ConnectionError("nats link closed before the answer"))
                 future.exception()
         if client is not None:  # its read loop and subscription tasks are cancelled
-            await _close_client(client)
+            goodbye = None
+            if puller is not None and client.is_connected:
+                goodbye = self._goodbye(client)
+            await _close_client(client, goodbye)
+
+    def _goodbye(self, client: Any) -> Awaitable[None]:
+        """What a JetStream reader tells the server before it leaves: unacknowledged
+        messages (ack=manual) go back to the stream now rather than after the ack wait, and
+        an ephemeral consumer is deleted."""
+        unacked, self._unacked = list(self._unacked.values()), {}
+        if unacked:
+            self._resume_at = 0  # they come again; an ephemeral starts afresh at them
+        ephemeral = self._consumer if self.durable is None else ""
+        stream, inbox, self._inbox = self.stream, self._inbox, None
+
+        async def goodbye() -> None:
+            if inbox is not None:  # first: what is given back must not go to this link
+                await inbox.unsubscribe()
+                await client.flush(timeout=CLOSE_TIMEOUT)
+            for reply in unacked:
+                await client.publish(reply.decode(), NAK)
+            if ephemeral and stream is not None:
+                await client.jsm().delete_consumer(stream, ephemeral)
+            await client.flush(timeout=CLOSE_TIMEOUT)
+
+        return goodbye()
 
     def describe(self) -> str:
+        if self.stream is not None:
+            return f"topic={self.subject} stream={self.stream}" + (
+                f" durable={self.durable}" if self.durable else ""
+            )
         return f"topic={self.subject}" + (f" queue={self.queue}" if self.queue else "")
 
 
-async def _close_client(client: Any) -> None:
-    """Close a nats-py client within CLOSE_TIMEOUT, to the end even if the caller is
-    cancelled meanwhile."""
+def _outgoing_headers(headers: Headers) -> Any:
+    """Headers for nats-py's publish (None when there are none)."""
+    return jetstream.HeaderPairs(headers) if headers else None
+
+
+class PubAckMissing(Exception):
+    """No stream answered a confirmed publish in time (a stream deleted after Dial, a
+    JetStream that went away): the write counts as failed."""
+
+
+def _never_answered(ack: asyncio.Future[Any]) -> None:
+    if not ack.done():
+        ack.set_exception(PubAckMissing(f"no acknowledgement within {PUBACK_TIMEOUT:g} s"))
+
+
+async def _close_client(client: Any, goodbye: Awaitable[None] | None = None) -> None:
+    """Close a nats-py client within CLOSE_TIMEOUT (after `goodbye`, bounded the same way),
+    to the end even if the caller is cancelled meanwhile."""
     if not client.is_closed:
-        await run_to_end(_quietly(client.close(), CLOSE_TIMEOUT))
+        await run_to_end(_farewell(client, goodbye))
+
+
+async def _farewell(client: Any, goodbye: Awaitable[None] | None) -> None:
+    if goodbye is not None:
+        await _quietly(goodbye, CLOSE_TIMEOUT)
+    await _quietly(client.close(), CLOSE_TIMEOUT)
 
 
 async def _quietly(step: Awaitable[None], seconds: float) -> None:
