@@ -664,6 +664,9 @@ class Sink:
     def lost(self, reason: str) -> None:
         self.reasons.append(reason)
 
+    def batch_delivery(self) -> Any:
+        return self.messages.extend
+
 
 async def cancel_close_half_way(transport: Any, proxy: FaultProxy) -> float:
     """Close `transport` while the broker never answers (its flows stall), cancel that

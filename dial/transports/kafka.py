@@ -1,20 +1,39 @@
-"""`kafka://host[:9092][,host2:9092...]/TOPIC[?group=G&offset=latest|earliest]`
+"""`kafka://host[:9092][,host2:9092...]/TOPIC[?group=G&offset=WHERE]`
 
 aiokafka. Without `group` the consumer is assigned every partition of the topic and starts at
-the end of each one (`offset=earliest`: at the beginning) at the first connect; after a
-reconnect it continues from the next unread offset of each partition, so nothing produced
-while the link was down is skipped (if the broker still has it). With `group` it joins that
-consumer group and commits offsets automatically; `offset` then only applies when the group
-has no committed offset yet.
+the end of each one at the first connect; after a reconnect it continues from the next unread
+offset of each partition, so nothing produced while the link was down is skipped (if the
+broker still has it). With `group` it joins that consumer group and commits offsets
+automatically; `offset` then only applies to a partition the group has no committed offset
+for yet.
 
-Each connection writes to one partition, chosen at its first connect, so its own messages
-are read back in the order they were written.
+`offset=` takes kcat's words: `latest` or `end` (the default), `earliest` or `beginning`, an
+absolute offset `N` (every partition starts at N, clamped to the offsets the broker still
+has), or `-N` (N records before the end of every partition).
+
+Each connection writes unkeyed messages to one partition, chosen at its first connect, so its
+own messages are read back in the order they were written. `write(data, key=...)` places a
+keyed message with Kafka's default partitioner (murmur2 of the key modulo the partition count,
+as the Java client and kcat do), so every producer sends a key to the same partition and each
+key keeps its order; `headers={...}` go with the record.
+
+`meta=true` delivers an `Envelope` per record: topic, partition, offset, key (text, like the
+value), headers and the record timestamp. Tombstones (records without a value) are skipped,
+with or without meta.
+
+`ack=manual` (needs `group`): nothing is committed automatically; `conn.ack(envelopes)`
+commits, per partition, the highest acknowledged offset + 1 (a committed offset never moves
+back). A partition the group has no committed offset for gets its starting position committed
+at the join, so every later connect of the group resumes there or later: after a reconnect,
+and in a new process of the same group, whatever was read but not acknowledged is delivered
+again (at least once; messages still buffered from before a reconnect may come twice).
 
 Reading is pull-based, so backpressure costs nothing: the fetch loop takes at most
 `FETCH_RECORDS` records at a time (well under the ring buffer's free room) and does not fetch
 again while the buffer is paused (`pause_reading`); the broker keeps the rest and the read
 positions only move past what was handed over. With `confirm=true` the producer is idempotent
 with `acks=all`, and a write is confirmed when the batch it went out in is acknowledged.
+`at_end()` tells when every partition has been read up to its high watermark (kcat's `-e`).
 
 Kafka has no single "connection": aiokafka would retry a broken broker link forever, so this
 module reports the first broken broker connection to the session (which reconnects when
@@ -27,22 +46,24 @@ import asyncio
 import logging
 import random
 import re
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeAlias
 
 import aiokafka.errors
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.conn import CloseReason
+from aiokafka.partitioner import DefaultPartitioner
 
-from ..address import Address, split_host_port
+from ..address import Address, redact, split_host_port
 from ..buffer import CAPACITY, Message, text_message
-from ..envelope import Record
-from ..errors import AddressError, ConnectError
+from ..envelope import Envelope, Headers, Record, received_now
+from ..errors import AddressError, ArgumentError, ConnectError
 from ._query import parse_target
 from ._teardown import run_to_end
 from .base import Receiver, StreamTransport
 
-__all__ = ["KafkaTransport"]
+__all__ = ["KafkaTransport", "partition_for_key"]
 
 # The library logs tracebacks for connection failures that Dial already reports as one
 # reason; keep them out of a program that configured no logging (configured handlers
@@ -63,6 +84,51 @@ FETCH_WAIT_MS = 100  # how long the broker holds an empty fetch: the idle-latenc
 FETCH_RECORDS = CAPACITY // 4  # records per getmany(): what may still come once paused
 BROKEN = (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT)
 
+#: Where a partition without a known or committed position starts: the named ends, an
+#: absolute offset (>= 0) or, negative, that many records before the end.
+StartAt: TypeAlias = Literal["earliest", "latest"] | int
+START_NAMES: dict[str, StartAt] = {
+    "latest": "latest",
+    "end": "latest",
+    "earliest": "earliest",
+    "beginning": "earliest",
+}
+START_NUMBER = re.compile(r"^-?[0-9]{1,18}$")
+
+#: What a fetched batch of one partition is handed over with: (partition, records).
+HandOver: TypeAlias = Callable[[TopicPartition, Sequence[Any]], None]
+#: A batch's place in the shipping order: (the previous batch's turn, its own).
+Turn: TypeAlias = tuple["asyncio.Future[None] | None", "asyncio.Future[None]"]
+
+_default_partitioner = DefaultPartitioner()
+
+
+def partition_for_key(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner gives `key` (murmur2, as the Java client and
+    kcat): every producer of a key agrees on it. `partitions` sorted, as metadata lists them."""
+    partition: int = _default_partitioner(key, partitions, partitions)
+    return partition
+
+
+def parse_start(text: str, shown: str) -> StartAt:
+    """`offset=` as a `StartAt`; AddressError for anything else."""
+    named = START_NAMES.get(text)
+    if named is not None:
+        return named
+    if START_NUMBER.match(text):
+        number = int(text)
+        return "latest" if number == 0 and text.startswith("-") else number
+    raise AddressError(
+        f"{shown}: offset={text!r}: expected latest or earliest (or end, beginning, an "
+        "offset N, or -N for N records before the end of each partition)"
+    )
+
+
+def start_offset(start: int, first: int, end: int) -> int:
+    """Where `offset=N` (or `-N`) starts a partition holding offsets first..end-1."""
+    wanted = start if start >= 0 else end + start
+    return min(max(wanted, first), end)
+
 
 class KafkaTransport(StreamTransport):
     """Consumes TOPIC (from the moment of Dial by default) and produces to it."""
@@ -70,7 +136,8 @@ class KafkaTransport(StreamTransport):
     # A connect is a dozen requests (bootstrap and metadata twice, offsets): more than the
     # one round trip or two of the other protocols.
     attempt_floor = 2.0
-    supported_options = frozenset({"confirm"})
+    supported_options = frozenset({"confirm", "ack"})
+    record_fields = frozenset({"key", "headers"})
     flow_control = True
     holds_backlog = True
     counts_bytes_in = True  # record value sizes, counted before decoding
@@ -94,12 +161,16 @@ class KafkaTransport(StreamTransport):
             )
         self.topic = topic
         self.group = target.query.get("group")
-        offset = target.query.get("offset", "latest")
-        if offset not in ("latest", "earliest"):
-            raise AddressError(f"{shown}: offset={offset!r}: expected latest or earliest")
-        self.offset = offset
+        self.start: StartAt = parse_start(target.query.get("offset", "latest"), shown)
+        self.manual_ack = address.options.ack == "manual"
+        if self.manual_ack and self.group is None:
+            raise AddressError(
+                f"{shown}/{topic}: ack=manual needs a consumer group to commit offsets to, "
+                f"e.g. kafka://{target.authority}/{topic}?group=NAME|ack=manual"
+            )
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, no-group mode
-        self._partition: int | None = None  # where this connection writes
+        self._partitions: list[int] = []  # the topic's partitions, sorted (keyed writes)
+        self._partition: int | None = None  # where this connection writes unkeyed messages
         self._producer: Any = None
         self._consumer: Any = None
         self._fetcher: asyncio.Task[None] | None = None
@@ -107,12 +178,15 @@ class KafkaTransport(StreamTransport):
         self._counter: Receiver | None = None  # the current link's, even after its loss
         self._idempotent: bool | None = None  # confirm=true: does the broker give producer ids
         self._broken = False
-        self._batch: Any = None
+        self._batch: Any = None  # the open batch for `_partition`
         self._receipt: asyncio.Future[None] | None = None  # the open batch's (confirm=true)
+        self._side: dict[int, tuple[Any, asyncio.Future[None] | None]] = {}  # other partitions
         self._shipping: set[asyncio.Task[None]] = set()
-        self._ship_lock = asyncio.Lock()
+        self._last_turn: asyncio.Future[None] | None = None  # of the batch shipped last
         self._paused = False  # the buffer is full: do not fetch
         self._resumed: asyncio.Event | None = None
+        self._committed: dict[TopicPartition, int] = {}  # ack=manual: the group's, this link
+        self._ack_lock = asyncio.Lock()
 
     @property
     def where(self) -> str:
@@ -133,36 +207,17 @@ class KafkaTransport(StreamTransport):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if self.confirms and self._idempotent is None and _refused_idempotence(exc):
-                # The broker cannot hand out producer ids (e.g. tansu): acks=all alone still
-                # confirms that the broker has each batch; a retried batch may be doubled.
-                self._idempotent = False
-                log.warning(
-                    "%s: the broker does not support the idempotent producer (%s); "
-                    "confirm=true uses acks=all without it",
-                    where,
-                    describe(exc),
-                )
-                await _close_part(self._producer, True)
-                try:
-                    partitions = await self._start_producer()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as again:
-                    raise ConnectError(f"{where}: {describe(again)}") from None
-            else:
-                raise ConnectError(f"{where}: {describe(exc)}") from None
-        if self.confirms and self._idempotent is None:
-            self._idempotent = True
+            raise ConnectError(f"{where}: {describe(exc)}") from None
         ordered = sorted(partitions)
+        self._partitions = ordered
         if self._partition is None or self._partition not in partitions:
             self._partition = random.choice(ordered)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers,
             client_id="dialkit",
             group_id=self.group,
-            enable_auto_commit=self.group is not None,
-            auto_offset_reset=self.offset if self.group else "earliest",
+            enable_auto_commit=self.group is not None and not self.manual_ack,
+            auto_offset_reset="latest" if self.group and self.start == "latest" else "earliest",
             request_timeout_ms=REQUEST_TIMEOUT_MS,
             fetch_max_wait_ms=FETCH_WAIT_MS,
         )
@@ -181,11 +236,33 @@ class KafkaTransport(StreamTransport):
         except Exception as exc:
             raise ConnectError(f"{where}: consumer setup failed: {describe(exc)}") from None
         self._receiver = self._counter = receiver
-        self._fetcher = asyncio.ensure_future(self._fetch_forever(consumer, receiver))
+        hand_over = self._envelope_hand_over(receiver) if self.meta else _value_hand_over(receiver)
+        self._fetcher = asyncio.ensure_future(self._fetch_forever(consumer, receiver, hand_over))
 
     async def _start_producer(self) -> Any:
-        """Start a producer (confirm=true: idempotent with acks=all, or acks=all alone on a
-        broker without producer ids) and return the topic's partitions."""
+        """Start the producer and return the topic's partitions. confirm=true: idempotent
+        with acks=all, or acks=all alone on a broker that does not hand out producer ids."""
+        try:
+            await self._launch_producer()
+        except Exception as exc:
+            if not (self.confirms and self._idempotent is None and _refused_idempotence(exc)):
+                raise
+            # acks=all alone still confirms that the broker has each batch; a retried batch
+            # may be doubled.
+            self._idempotent = False
+            log.warning(
+                "%s: the broker does not support the idempotent producer (%s); "
+                "confirm=true uses acks=all without it",
+                self.where,
+                describe(exc),
+            )
+            await _close_part(self._producer, True)
+            await self._launch_producer()
+        if self.confirms and self._idempotent is None:
+            self._idempotent = True
+        return await asyncio.wait_for(self._producer.partitions_for(self.topic), METADATA_TIMEOUT)
+
+    async def _launch_producer(self) -> None:
         options: dict[str, Any] = {}
         if self.confirms:
             if self._idempotent is False:
@@ -202,34 +279,38 @@ class KafkaTransport(StreamTransport):
         self._producer = producer
         _watch_connections(producer.client, self._on_broker_link_closed)
         await producer.start()
-        return await asyncio.wait_for(producer.partitions_for(self.topic), METADATA_TIMEOUT)
 
     async def _assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         consumer.assign(partitions)
         first = not self._positions
         starts: dict[TopicPartition, int] = {}
         ends: dict[TopicPartition, int] = {}
-        if not first:  # a cursor outside the log (retention, or a broker that lost its data)
+        if not first or isinstance(self.start, int):  # clamp a cursor to the log's offsets
             starts = await consumer.beginning_offsets(partitions)
             ends = await consumer.end_offsets(partitions)
         for tp in partitions:
             known = self._positions.get(tp)
-            if known is not None:
+            if known is not None:  # outside the log: retention, or a broker that lost data
                 inside = starts[tp] <= known <= ends[tp]
                 consumer.seek(tp, known if inside else starts[tp])
-            elif first and self.offset == "latest":
-                await consumer.seek_to_end(tp)
-            else:  # earliest, or a partition added since the first connect
+            elif not first or self.start == "earliest":  # or a partition added since
                 await consumer.seek_to_beginning(tp)
+            elif self.start == "latest":
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, start_offset(self.start, starts[tp], ends[tp]))
         for tp in partitions:  # resolve now: a message produced after Dial returns is read
             self._positions[tp] = await consumer.position(tp)
 
     async def _join(self, consumer: Any) -> None:
         assigned = asyncio.get_running_loop().create_future()
+        committed = self._committed
+        committed.clear()
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                pass
+                for tp in revoked:  # its next owner may commit: ask again when acking
+                    committed.pop(tp, None)
 
             async def on_partitions_assigned(self, partitions: Any) -> None:
                 if not assigned.done():
@@ -239,11 +320,33 @@ class KafkaTransport(StreamTransport):
         # The group join happens in aiokafka's coordinator task; getmany drives nothing, so
         # just wait for the first assignment, then resolve the starting positions.
         partitions = await assigned
+        if isinstance(self.start, int) or self.manual_ack:
+            await self._start_uncommitted(consumer, sorted(partitions))
         for tp in partitions:
             await consumer.position(tp)
 
-    async def _fetch_forever(self, consumer: Any, receiver: Receiver) -> None:
-        deliver_many = receiver.batch_delivery()
+    async def _start_uncommitted(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Place the partitions the group has no committed offset for at `offset=N`/`-N`,
+        and with ack=manual commit those starting positions: a later connect of the group
+        then resumes there, not at a `latest` that skipped what was read but never acked."""
+        for tp in partitions:
+            offset = await consumer.committed(tp)
+            if offset is not None:
+                self._committed[tp] = offset
+        fresh = [tp for tp in partitions if tp not in self._committed]
+        if not fresh:
+            return
+        if isinstance(self.start, int):
+            starts = await consumer.beginning_offsets(fresh)
+            ends = await consumer.end_offsets(fresh)
+            for tp in fresh:
+                consumer.seek(tp, start_offset(self.start, starts[tp], ends[tp]))
+        if self.manual_ack:
+            floors = {tp: await consumer.position(tp) for tp in fresh}
+            await consumer.commit(floors)
+            self._committed.update(floors)
+
+    async def _fetch_forever(self, consumer: Any, receiver: Receiver, hand_over: HandOver) -> None:
         positions = self._positions
         track = self.group is None
         while True:
@@ -257,12 +360,111 @@ class KafkaTransport(StreamTransport):
                 self._lose(receiver, f"kafka fetch failed: {describe(exc)}")
                 return
             for tp, records in batches.items():
-                values = [r.value for r in records if r.value is not None]  # not tombstones
-                if values:
-                    receiver.bytes_in += sum(map(len, values))
-                    deliver_many([text_message(value) for value in values])
+                hand_over(tp, records)
                 if track and records:
                     positions[tp] = records[-1].offset + 1
+
+    def _envelope_hand_over(self, receiver: Receiver) -> HandOver:
+        """meta=true: each record as an `Envelope` (its token, the partition, is what
+        `ack()` commits to)."""
+        deliver_many = receiver.batch_delivery()
+        source = redact(self.address.url)
+        topic = self.topic
+
+        def hand_over(tp: TopicPartition, records: Sequence[Any]) -> None:
+            received_at = received_now()
+            partition = tp.partition
+            size = 0
+            envelopes = []
+            for record in records:
+                value = record.value
+                if value is None:  # a tombstone
+                    continue
+                size += len(value)
+                key = record.key
+                stamp = record.timestamp
+                envelopes.append(
+                    Envelope(
+                        text_message(value),
+                        source,
+                        received_at,
+                        "text",
+                        topic,
+                        partition,
+                        record.offset,
+                        None if key is None else text_message(key),
+                        _headers_of(record.headers) if record.headers else (),
+                        stamp / 1000 if stamp is not None and stamp >= 0 else None,
+                        None,
+                        tp,
+                    )
+                )
+            if envelopes:
+                receiver.bytes_in += size
+                deliver_many(envelopes)
+
+        return hand_over
+
+    def at_end(self) -> bool:
+        """True once every assigned partition has been read up to its high watermark as the
+        last fetch reported it (kcat's -e: "exit at end of partition"). False while not
+        connected or before the first fetch answered. Safe from any thread."""
+        consumer = self._consumer
+        if consumer is None or self._receiver is None:
+            return False
+        subscription = consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        if assignment is None or not assignment.tps:
+            return False
+        for tp in assignment.tps:
+            state = assignment.state_value(tp)
+            if state is None or state.highwater is None or not state.has_valid_position:
+                return False
+            if state.position < state.highwater:
+                return False
+        return True
+
+    async def ack(self, envelopes: Sequence[Envelope]) -> None:
+        """Commit, per partition, the highest acknowledged offset + 1; never below what the
+        group has committed. A partition that went to another member since is left alone:
+        its new owner reads those messages again."""
+        consumer = self._consumer
+        if consumer is None or self._receiver is None:
+            raise ConnectionError("kafka link is down")
+        wanted = self._next_offsets(envelopes)
+        async with self._ack_lock:  # a concurrent ack must not commit a lower offset last
+            assigned = consumer.assignment()
+            offsets: dict[TopicPartition, int] = {}
+            for tp, offset in wanted.items():
+                if tp not in assigned:
+                    continue
+                floor = self._committed.get(tp)
+                if floor is None:
+                    floor = await consumer.committed(tp)
+                if floor is None or offset > floor:
+                    offsets[tp] = offset
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except aiokafka.errors.KafkaError as exc:
+                raise ConnectionError(f"kafka commit failed: {describe(exc)}") from None
+            self._committed.update(offsets)
+
+    def _next_offsets(self, envelopes: Sequence[Envelope]) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the highest acknowledged one."""
+        wanted: dict[TopicPartition, int] = {}
+        for envelope in envelopes:
+            tp = envelope.token
+            if type(tp) is not TopicPartition or tp.topic != self.topic:
+                raise ArgumentError(
+                    f"ack(): {envelope.source} offset {envelope.offset} was not read from "
+                    f"this kafka:// connection (topic {self.topic})"
+                )
+            following = envelope.offset + 1  # type: ignore[operator]  # set with the token
+            if following > wanted.get(tp, -1):
+                wanted[tp] = following
+        return wanted
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -306,21 +508,77 @@ class KafkaTransport(StreamTransport):
         if batch.append(key=None, value=body, timestamp=None) is None:  # full
             receipt = self._receipt
             self._batch = self._receipt = None
-            await self._ship(batch, producer, receiver, receipt)
+            turn = self._take_turn()
+            await self._ship(batch, producer, receiver, receipt, self._partition, turn)
             batch = self._open_batch(producer)
             if batch.append(key=None, value=body, timestamp=None) is None:
                 self._batch = self._receipt = None
                 raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
 
+    async def send_record(self, record: Record) -> None:
+        """`send` with a key and headers: a keyed record goes to the partition its key
+        hashes to, in order with every other write to that partition."""
+        await self._append_record(record)
+
     async def send_confirmed(self, data: Message | Record) -> asyncio.Future[None]:
         """Append to the open batch like `send`; the future is the batch's: done once the
         broker acknowledged it (acks=all, idempotent producer)."""
-        if isinstance(data, Record):  # record_fields is empty: write() refused it
-            raise TypeError("kafka:// messages carry no key or headers")
-        await self.send(data)
-        receipt = self._receipt
-        assert receipt is not None  # send() left an open batch holding this message
+        if isinstance(data, Record):
+            receipt = await self._append_record(data)
+        else:
+            await self.send(data)
+            receipt = self._receipt
+        assert receipt is not None  # an open batch holds this message
         return receipt
+
+    async def _append_record(self, record: Record) -> asyncio.Future[None] | None:
+        """Append `record` to the open batch of its partition; returns that batch's
+        receipt (confirm=true)."""
+        producer = self._producer
+        receiver = self._receiver
+        if producer is None or receiver is None:
+            raise ConnectionError("kafka link is down")
+        value = record.value
+        body = value.encode() if isinstance(value, str) else value
+        own = self._partition
+        assert own is not None  # chosen by the connect that set `_producer`
+        partition = own if record.key is None else partition_for_key(record.key, self._partitions)
+        if partition == own:
+            batch, receipt = self._batch, self._receipt
+            if batch is None:
+                batch, receipt = self._open_batch(producer), self._receipt
+        else:
+            batch, receipt = self._side.get(partition) or self._open_side(producer, partition)
+        headers = list(record.headers)  # aiokafka's record builder takes a list only
+        if batch.append(key=record.key, value=body, timestamp=None, headers=headers) is not None:
+            return receipt
+        self._take_open(partition)  # full: ship it, then start the next one
+        await self._ship(batch, producer, receiver, receipt, partition, self._take_turn())
+        return await self._append_fresh(producer, partition, record.key, body, headers)
+
+    async def _append_fresh(
+        self,
+        producer: Any,
+        partition: int,
+        key: bytes | None,
+        body: bytes,
+        headers: list[tuple[str, bytes]],
+    ) -> asyncio.Future[None] | None:
+        if partition == self._partition:
+            batch, receipt = self._open_batch(producer), self._receipt
+        else:
+            batch, receipt = self._open_side(producer, partition)
+        if batch.append(key=key, value=body, timestamp=None, headers=headers) is None:
+            self._take_open(partition)
+            raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
+        return receipt
+
+    def _take_open(self, partition: int) -> None:
+        """Forget the open batch of `partition` (it is being shipped, or refused)."""
+        if partition == self._partition:
+            self._batch = self._receipt = None
+        else:
+            self._side.pop(partition, None)
 
     def _open_batch(self, producer: Any) -> Any:
         self._batch = producer.create_batch()
@@ -329,9 +587,29 @@ class KafkaTransport(StreamTransport):
         asyncio.get_running_loop().call_soon(self._ship_open_batch)
         return self._batch
 
+    def _open_side(self, producer: Any, partition: int) -> tuple[Any, asyncio.Future[None] | None]:
+        """A new open batch for a partition other than this connection's own."""
+        loop = asyncio.get_running_loop()
+        receipt: asyncio.Future[None] | None = loop.create_future() if self.confirms else None
+        if not self._side:
+            loop.call_soon(self._ship_side_batches)
+        opened = self._side[partition] = (producer.create_batch(), receipt)
+        return opened
+
     def _ship_open_batch(self) -> None:
         batch, self._batch = self._batch, None
         receipt, self._receipt = self._receipt, None
+        self._ship_later(batch, receipt, self._partition)
+
+    def _ship_side_batches(self) -> None:
+        side, self._side = self._side, {}
+        for partition, (batch, receipt) in side.items():
+            self._ship_later(batch, receipt, partition)
+
+    def _ship_later(
+        self, batch: Any, receipt: asyncio.Future[None] | None, partition: int | None
+    ) -> None:
+        """Queue a shipping task for the open batch of a burst of writes."""
         if batch is not None and batch.record_count():
             receiver = self._counter
             if self._receiver is None or receiver is None:  # the link went down meanwhile
@@ -340,7 +618,10 @@ class KafkaTransport(StreamTransport):
                 else:
                     _settle(receipt, batch.record_count(), "the link was lost")
                 return
-            task = asyncio.ensure_future(self._ship(batch, self._producer, receiver, receipt))
+            turn = self._take_turn()  # now, not when the task first runs
+            task = asyncio.ensure_future(
+                self._ship(batch, self._producer, receiver, receipt, partition, turn)
+            )
             self._shipping.add(task)
             task.add_done_callback(self._shipping.discard)
         else:
@@ -352,32 +633,48 @@ class KafkaTransport(StreamTransport):
         producer: Any,
         receiver: Receiver,
         receipt: asyncio.Future[None] | None,
+        partition: int | None,
+        turn: Turn,
     ) -> None:
+        """Hand a closed batch to aiokafka once every batch closed before it was handed
+        over (aiokafka keeps that order per partition); its receipt settles on the ack."""
         count = batch.record_count()
-        async with self._ship_lock:  # FIFO: batches reach aiokafka in the order written
+        previous, mine = turn
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
             if producer is None:
                 _fail(receiver, receipt, count, "the link was lost")
                 return
             batch.close()
-            try:
-                delivered = await producer.send_batch(batch, self.topic, partition=self._partition)
-            except asyncio.CancelledError:
-                _fail(receiver, receipt, count, "the connection was closed")
-                raise
-            except Exception as exc:  # delivery problems also show as a broken connection
-                log.warning("%s: produce failed: %s", self.where, describe(exc))
-                _fail(receiver, receipt, count, f"produce failed: {describe(exc)}")
-                return
+            delivered = await producer.send_batch(batch, self.topic, partition=partition)
+        except asyncio.CancelledError:
+            _fail(receiver, receipt, count, "the connection was closed")
+            raise
+        except Exception as exc:  # delivery problems also show as a broken connection
+            log.warning("%s: produce failed: %s", self.where, describe(exc))
+            _fail(receiver, receipt, count, f"produce failed: {describe(exc)}")
+            return
+        finally:
+            if not mine.done():
+                mine.set_result(None)  # the next batch's turn
 
-            def done(future: asyncio.Future[Any]) -> None:
-                error = None if future.cancelled() else future.exception()
-                if future.cancelled() or error is not None:
-                    why = "the link was lost" if error is None else describe(error)
-                    _fail(receiver, receipt, count, f"batch not delivered: {why}")
-                elif receipt is not None and not receipt.done():
-                    receipt.set_result(None)
+        def done(future: asyncio.Future[Any]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if future.cancelled() or error is not None:
+                why = "the link was lost" if error is None else describe(error)
+                _fail(receiver, receipt, count, f"batch not delivered: {why}")
+            elif receipt is not None and not receipt.done():
+                receipt.set_result(None)
 
-            delivered.add_done_callback(done)
+        delivered.add_done_callback(done)
+
+    def _take_turn(self) -> Turn:
+        """A place in the shipping order, taken when a batch is closed: (the previous
+        batch's turn, this one's)."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        previous, self._last_turn = self._last_turn, mine
+        return previous, mine
 
     def abort(self) -> None:
         """A heartbeat found the link dead: `close()` then fails what is in flight at once
@@ -390,15 +687,13 @@ class KafkaTransport(StreamTransport):
         # (a task of its own) runs to its end even if this close() is cancelled half-way.
         self._receiver = None
         receiver, self._counter = self._counter, None
-        batch, self._batch = self._batch, None
-        receipt, self._receipt = self._receipt, None
-        if batch is not None and batch.record_count():  # written, never shipped
-            if receiver is not None:
-                _fail(receiver, receipt, batch.record_count(), "the link went down first")
-            else:
-                _settle(receipt, batch.record_count(), "the link was lost")
-        else:
-            _settle(receipt, 0, None)
+        unshipped = [(self._batch, self._receipt), *self._side.values()]
+        self._batch = self._receipt = None
+        self._side = {}
+        for batch, receipt in unshipped:
+            _drop_unshipped(batch, receipt, receiver)
+        self._committed.clear()
+        self._last_turn = None  # the new link's batches do not wait for the old one's
         shipping = list(self._shipping)
         fetcher, self._fetcher = self._fetcher, None
         consumer, self._consumer = self._consumer, None
@@ -415,6 +710,37 @@ class KafkaTransport(StreamTransport):
 
     def describe(self) -> str:
         return f"topic={self.topic}" + (f" group={self.group}" if self.group else "")
+
+
+def _value_hand_over(receiver: Receiver) -> HandOver:
+    """meta off: each record's value as text, batched into the buffer."""
+    deliver_many = receiver.batch_delivery()
+
+    def hand_over(tp: TopicPartition, records: Sequence[Any]) -> None:
+        values = [r.value for r in records if r.value is not None]  # not tombstones
+        if values:
+            receiver.bytes_in += sum(map(len, values))
+            deliver_many([text_message(value) for value in values])
+
+    return hand_over
+
+
+def _headers_of(raw: Sequence[tuple[str, bytes | None]]) -> Headers:
+    """A record's headers as `Headers`; a null header value (Kafka allows one) as b""."""
+    return tuple((name, b"" if value is None else value) for name, value in raw)
+
+
+def _drop_unshipped(
+    batch: Any, receipt: asyncio.Future[None] | None, receiver: Receiver | None
+) -> None:
+    """An open batch the link went down under: its messages were written, never shipped."""
+    if batch is not None and batch.record_count():
+        if receiver is not None:
+            _fail(receiver, receipt, batch.record_count(), "the link went down first")
+        else:
+            _settle(receipt, batch.record_count(), "the link was lost")
+    else:
+        _settle(receipt, 0, None)
 
 
 async def _quietly(step: Any, seconds: float) -> None:
@@ -559,12 +885,22 @@ def _watch_connections(client: Any, callback: Any) -> None:
     client._on_connection_closed = on_closed
 
 
+#: What a broker answers to InitProducerId when it has no idempotent producer: the request or
+#: its version unknown (IncompatibleBrokerVersion is aiokafka's own verdict from ApiVersions),
+#: or, from brokers that list the API without implementing it (tansu), UNKNOWN_SERVER_ERROR.
+IDEMPOTENCE_UNSUPPORTED = (
+    aiokafka.errors.IncompatibleBrokerVersion,
+    aiokafka.errors.UnsupportedVersionError,
+    aiokafka.errors.InvalidRequestError,
+    aiokafka.errors.UnknownError,
+)
+
+
 def _refused_idempotence(exc: BaseException) -> bool:
-    """A start failure that means "no idempotent producer here" (InitProducerId refused or
-    unknown), not an unreachable broker."""
-    return isinstance(exc, aiokafka.errors.KafkaError) and not isinstance(
-        exc, aiokafka.errors.KafkaConnectionError | aiokafka.errors.KafkaTimeoutError
-    )
+    """A producer start failure that means "no idempotent producer here". Only start() is
+    judged (bootstrap, then InitProducerId), never metadata; an unreachable broker, a
+    timeout or a refused authorization (ClusterAuthorizationFailed) is not such a failure."""
+    return isinstance(exc, IDEMPOTENCE_UNSUPPORTED)
 
 
 def describe(exc: BaseException) -> str:
