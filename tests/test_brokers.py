@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 import dial
-from dial import Dial
+from dial import ArgumentError, Dial
 from tests.conftest import wait_until
 from tests.servers.base import ensure_binary, free_port, kill, port_open, stop, wait_port
 from tests.servers.brokers import (
@@ -375,8 +375,9 @@ def test_mqtt_topic_wildcards_and_plus_need_no_escaping(mosquitto: int) -> None:
     with Dial(f"mqtt://127.0.0.1:{mosquitto}?topic={base}/+/price", raise_errors=True) as conn:
         MQTT.publish(mosquitto, f"{base}/btc/price", ["42"])
         assert conn.read(WAIT * 1000) == "42"
-        assert conn.write("x") == 1  # publishing to a wildcard fails, but never raises
-        assert wait_for(lambda: conn.stats().send_errors == 1)
+        with pytest.raises(ArgumentError, match=r"wildcard \(\+ or #\)"):
+            conn.write("x")  # subscribe-only: refused at once, nothing queued
+        assert conn.stats().messages_out == 0 and conn.stats().send_errors == 0
 
 
 # -- credentials -----------------------------------------------------------------------------------

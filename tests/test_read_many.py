@@ -103,8 +103,8 @@ def test_a_batch_reader_keeps_up_without_drops(ws_server: WsServer) -> None:
         conn.write("many:30000")
         got: list = []
         while len(got) < 30000:
-            batch = conn.read_many(timeout=3000)
-            assert batch and batch != [""]
+            batch = conn.read_many(timeout=10_000)  # a liveness guard: generous under load
+            assert batch and batch != [""], (len(got), conn.stats())
             got += batch
         assert got == [f"m{i}" for i in range(30000)]
         assert conn.dropped == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from ..reactor import reactor
 from ..validation import statement, statement_timeout
 from .interfaces import DatabaseBackend
 from .shared import SharedConnection, lookup_handle, release
-from .sql import Result
+from .sql import Result, parameter_rows
 
 __all__ = [
     "AsyncDatabaseConnection",
@@ -58,16 +59,16 @@ class _Facade:
         """The checks every `exec` makes before anything is sent."""
         if self.closed:
             raise DatabaseError("connection is closed")
-        return statement(sql), statement_timeout(timeout)
+        return statement(sql), None if timeout is None else statement_timeout(timeout)
 
-    def _fail(self, exc: Exception, timeout: object) -> None:
-        """Log and remember why `exec` failed; raise it under `raise_errors`."""
+    def _fail(self, exc: Exception, timeout: object, call: str = "exec") -> None:
+        """Log and remember why `exec` (or `exec_many`) failed; raise it under `raise_errors`."""
         timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, DialError)
         if timed_out and isinstance(timeout, int | float):
             reason = f"statement did not finish within {timeout:g} s"
         else:
             reason = describe_error(exc)
-        log.warning("%s: exec failed: %s", self._shared.name, reason)
+        log.warning("%s: %s failed: %s", self._shared.name, call, reason)
         remember(reason)
         if self.raise_errors:
             raise as_dial_error(exc, DatabaseError, reason) from None
@@ -115,7 +116,8 @@ class _Facade:
 
 
 class DatabaseConnection(_Facade):
-    """`exec(sql, *params)`, `fd()`, `close()`; a context manager. Thread-safe."""
+    """`exec(sql, *params)`, `exec_many(sql, rows)`, `fd()`, `close()`; a context manager.
+    Thread-safe."""
 
     def __init__(self, shared: SharedConnection, raise_errors: bool = False) -> None:
         shared.attach()
@@ -139,6 +141,29 @@ class DatabaseConnection(_Facade):
             return None
         remember(None)
         return result
+
+    def exec_many(
+        self, sql: str, rows: Iterable[Sequence[Any]], timeout: float | None = None
+    ) -> int | None:
+        """Run one statement once per row of `rows` (each a sequence of `?` parameters, all
+        of one length) through the driver's batch path; returns the rows affected in all.
+
+        Refused before anything is sent: rows that are not sequences, rows of different
+        lengths, no rows, a wrong count or type in the first row (later rows' values are
+        refused by the driver). Atomic where the database is: sqlite3, postgres and mysql
+        (InnoDB) write all rows or none, inside the caller's open transaction if there is
+        one; clickhouse has no transactions. On failure None (reason in
+        `dial.last_error()`), or the `DialError` under `raise_errors=True`.
+        """
+        try:
+            text, seconds = self._statement(sql, timeout)
+            batch = parameter_rows(rows)
+            count = self._shared.execute_many(text, batch, seconds)
+        except Exception as exc:
+            self._fail(exc, timeout, "exec_many")
+            return None
+        remember(None)
+        return count
 
     def close(self) -> None:
         """Detach this object; the database connection closes with its last user unless
@@ -178,6 +203,20 @@ class AsyncDatabaseConnection(_Facade):
             return None
         remember(None)
         return result
+
+    async def exec_many(
+        self, sql: str, rows: Iterable[Sequence[Any]], timeout: float | None = None
+    ) -> int | None:
+        """As `DatabaseConnection.exec_many`, without blocking the event loop."""
+        try:
+            text, seconds = self._statement(sql, timeout)
+            batch = parameter_rows(rows)
+            count = await asyncio.to_thread(self._shared.execute_many, text, batch, seconds)
+        except Exception as exc:
+            self._fail(exc, timeout, "exec_many")
+            return None
+        remember(None)
+        return count
 
     @property
     def closed(self) -> bool:

@@ -7,26 +7,29 @@ lost with a link, handles and timeouts live in `dial.databases.shared`.
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ..address import Address
 from ..errors import AddressError
 from .sql import Result
 
-__all__ = ["DatabaseBackend", "socket_has_input"]
+__all__ = ["DatabaseBackend", "input_probe", "socket_has_input"]
 
 
 class DatabaseBackend(ABC):
     """One database driver behind `exec(sql, *params)`.
 
-    `connect`, `execute` and `close` run on the connection's private event loop (see
-    `dial.databases.shared`); `execute_blocking` in the caller's thread; the three checks
-    (`alive`, `pending_input`, `in_transaction`) between statements, from any thread, under
-    the connection's lock. `execute` gets the user's SQL with `?` placeholders and their
-    values: bind them with `dial.databases.sql.bind`, which refuses a wrong count or type.
+    `connect`, `execute`, `execute_many` and `close` run on the connection's private event
+    loop (see `dial.databases.shared`); the `*_blocking` forms in the caller's thread; the
+    three checks (`alive`, `pending_input`, `in_transaction`) between statements, from any
+    thread, under the connection's lock. `execute` gets the user's SQL with `?` placeholders
+    and their values: bind them with `dial.databases.sql.bind`, which refuses a wrong count
+    or type.
     """
 
     #: True when `execute_blocking` works: a statement without a timeout then runs right in
@@ -61,6 +64,23 @@ class DatabaseBackend(ABC):
         known to be dead (a statement was abandoned on it), so waiting for an answer would
         only delay the reconnect. `close()` follows."""
 
+    async def execute_many(self, sql: str, rows: list[Sequence[Any]]) -> int:
+        """Run one statement once per row (rows checked by `sql.parameter_rows`: non-empty,
+        one length); the rows affected in all. This default runs `execute` row by row and is
+        not atomic: a backend overrides it with its driver's batch path."""
+        total = 0
+        for row in rows:
+            result = await self.execute(sql, tuple(row))
+            total += result.get("rowcount", 0)
+        return total
+
+    def execute_many_blocking(self, sql: str, rows: list[Sequence[Any]]) -> int:
+        """`execute_many`, synchronously, in the caller's thread (only when `runs_blocking`)."""
+        total = 0
+        for row in rows:
+            total += self.execute_blocking(sql, tuple(row)).get("rowcount", 0)
+        return total
+
     def execute_blocking(self, sql: str, params: tuple[Any, ...]) -> Result:
         """`execute`, synchronously, in the caller's thread (only when `runs_blocking`)."""
         raise NotImplementedError(f"{self.address.scheme}:// has no blocking execute")
@@ -89,3 +109,16 @@ def socket_has_input(sock: socket.socket | None) -> bool:
         return bool(select.select((sock,), (), (), 0)[0])
     except (OSError, ValueError):
         return False
+
+
+def input_probe(sock: socket.socket | None) -> Callable[[], bool]:
+    """`socket_has_input` for one socket, asked before every statement, at a third of the
+    cost: a poll object registered once (no fd of its own to close). After the socket is
+    closed it may report events (or POLLNVAL) for whatever reuses its number: harmless, the
+    caller then only looks at the link once more (`alive()`) and finds it gone."""
+    if sock is None or sock.fileno() < 0 or not hasattr(select, "poll"):
+        return functools.partial(socket_has_input, sock)
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)  # EOF and resets are reported too
+    poll = poller.poll
+    return lambda: bool(poll(0))

@@ -23,12 +23,13 @@ with `TRANSACTION_LOST` (nothing is sent); the link is renewed for the one after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ..address import redact
@@ -55,28 +56,31 @@ class _GcPause:
     Decoding 100k result rows allocates a few hundred thousand objects, which otherwise
     triggers repeated full collections costing more than the decoding itself. Reference
     counting still frees memory meanwhile; the collector resumes when the last statement
-    ends (and stays off if the program had turned it off)."""
+    ends (and stays off if the program had turned it off).
+
+    No lock (one would cost more than a one-row INSERT's own Python work): `running` holds
+    one entry per statement under way, and list append/pop are atomic. The races left can
+    only leave the collector on during a statement, never off after the last one."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._resume = False
+        self.running: list[None] = []
+        self.paused = False  # we turned the collector off
 
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._depth == 0:
-                self._resume = gc.isenabled()
-                gc.disable()
-            self._depth += 1
+    def enter(self) -> None:
+        self.running.append(None)
+        if gc.isenabled():
+            gc.disable()
+            self.paused = True
 
-    def __exit__(self, *exc: Any) -> None:
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._resume:
-                gc.enable()
+    def exit(self) -> None:
+        running = self.running
+        running.pop()
+        if not running and self.paused:
+            self.paused = False
+            gc.enable()
 
 
-_gc_paused = _GcPause()
+_gc_pause = _GcPause()
 
 
 # -- the shared connection ------------------------------------------------------------------
@@ -99,6 +103,29 @@ async def _after(leftover: asyncio.Task[Any], coro: Coroutine[Any, Any, T]) -> T
         coro.close()
         raise
     return await coro
+
+
+async def _resumed(coro: Coroutine[Any, Any, T], waited: asyncio.Future[Any] | None) -> T:
+    """Finish, as an ordinary task, a coroutine `SharedConnection._inline` was driving when
+    an exception (KeyboardInterrupt) stopped it mid-wait: it gets the outcome of what it
+    awaited (cancelled, like a cancelled task's) and runs to its end."""
+    while True:
+        if waited is None:
+            await asyncio.sleep(0)
+        else:
+            with contextlib.suppress(BaseException):  # the coroutine sees it through send()
+                await waited
+        try:
+            waited = coro.send(None)
+        except StopIteration as finished:
+            result: T = finished.value
+            return result
+        if waited is not None:
+            waited._asyncio_future_blocking = False
+
+
+def _nothing() -> None:
+    return None
 
 
 def _in_helper_thread(function: Callable[..., T], *args: Any) -> T:
@@ -138,7 +165,10 @@ class SharedConnection:
         self.reconnects = 0  # links renewed after a loss
         self.last_error: str | None = None  # why the link last went down
         backend.dial_timeout = timeout
-        self._loop = asyncio.new_event_loop()  # runs only while a statement runs
+        # Runs only while a statement runs. A selector loop of our own (whatever the policy
+        # says) because `_inline` turns its crank one iteration at a time.
+        self._loop = asyncio.SelectorEventLoop()
+        self._run_once: Callable[[], None] = self._loop._run_once  # type: ignore[attr-defined]
         self._loop_closed = False
         self._driving = threading.Lock()  # one thread drives the loop / the driver at a time
         self._leftover: asyncio.Task[Any] | None = None  # cancelled, not yet finished
@@ -146,6 +176,9 @@ class SharedConnection:
         self.transaction_open = False  # as of the last statement on the current link
         self._direct: Callable[[str, tuple[Any, ...]], Result] | None = (
             backend.execute_blocking if backend.runs_blocking else None
+        )
+        self._direct_many: Callable[[str, list[Sequence[Any]]], int] | None = (
+            backend.execute_many_blocking if backend.runs_blocking else None
         )
 
     # -- driving the private loop (any thread, one at a time) -------------------------------
@@ -203,10 +236,25 @@ class SharedConnection:
 
     def execute(self, sql: str, params: tuple[Any, ...], timeout: float | None) -> Result:
         """One statement from any thread (see the module docstring)."""
+        return self._perform(self._statement, sql, params, timeout)
+
+    def execute_many(self, sql: str, rows: list[Sequence[Any]], timeout: float | None) -> int:
+        """One statement over a batch of parameter rows, from any thread: rows affected."""
+        return self._perform(self._batch, sql, rows, timeout)
+
+    def _perform(
+        self,
+        route: Callable[[str, Any, float | None], T],
+        sql: str,
+        arguments: Any,
+        timeout: float | None,
+    ) -> T:
+        """`route(sql, arguments, deadline)` with the connection's lock held, counted."""
         if asyncio._get_running_loop() is not None:
             if reactor.in_loop_thread():
                 raise RuntimeError("dial: blocking call made from the dial reactor thread")
-            return _in_helper_thread(self.execute, sql, params, timeout)
+            outcome: T = _in_helper_thread(self._perform, route, sql, arguments, timeout)
+            return outcome
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._driving.acquire(True, -1 if timeout is None else timeout):
             raise TimeoutError
@@ -214,8 +262,11 @@ class SharedConnection:
             self.statements += 1
             if self.closed:
                 raise DatabaseError("connection is closed")
-            with _gc_paused:
-                return self._statement(sql, params, deadline)
+            _gc_pause.enter()
+            try:
+                return route(sql, arguments, deadline)
+            finally:
+                _gc_pause.exit()
         except BaseException:
             self.failures += 1
             raise
@@ -225,19 +276,75 @@ class SharedConnection:
     def _statement(self, sql: str, params: tuple[Any, ...], deadline: float | None) -> Result:
         """With `_driving` held, one statement by the shortest safe route:
 
-        * nothing amiss and no timeout: the backend's blocking call (sqlite3, clickhouse);
+        * nothing amiss and no timeout: the backend's blocking call (sqlite3, clickhouse),
+          or `run` stepped right here on the private loop (`_inline`);
         * otherwise: `run` as a task on the private loop, driven right here.
         """
         if deadline is None and not self.stale and self._leftover is None:
             direct = self._direct
+            if direct is None:
+                return self._inline(self.run(self.backend.execute, sql, params))
+            return self._direct_call(direct, sql, params)
+        return self._run_loop(self.run(self.backend.execute, sql, params), deadline)
+
+    def _batch(self, sql: str, rows: list[Sequence[Any]], deadline: float | None) -> int:
+        """With `_driving` held, one batch: blocking backends call their driver here; the
+        others run it as a task (asyncpg's batch wants a current task; one task per batch
+        costs nothing next to the rows)."""
+        if deadline is None and not self.stale and self._leftover is None:
+            direct = self._direct_many
             if direct is not None:
+                return self._direct_call(direct, sql, rows)
+        return self._run_loop(self.run(self.backend.execute_many, sql, rows), deadline)
+
+    def _direct_call(self, function: Callable[[str, Any], T], sql: str, arguments: Any) -> T:
+        try:
+            return function(sql, arguments)
+        except BaseException as exc:
+            if not self._is_alive():
+                self._down(describe_error(exc))
+            raise
+
+    def _inline(self, coro: Coroutine[Any, Any, T]) -> T:
+        """With `_driving` held, no timeout and nothing left over: run `coro` on the private
+        loop without a task, stepping it here and turning the loop only while it waits.
+
+        What a task and `run_forever` would add per statement (a task object, a first step
+        and a stop request each taking a loop iteration with its own poll, the loop's set-up
+        and tear-down) cost about as much as the driver's own work for a one-row INSERT; here
+        one statement is one blocking poll per server answer, like awaiting the driver inside
+        a running loop. Only for coroutines that need no current task (asyncio.timeout):
+        `run` with a single-statement `execute` qualifies; the rest go through `_run_loop`.
+        """
+        loop, run_once = self._loop, self._run_once
+        if self._loop_closed:
+            coro.close()
+            raise DatabaseError("connection is closed")
+        waited: asyncio.Future[Any] | None = None
+        asyncio.events._set_running_loop(loop)  # drivers ask get_running_loop()
+        try:
+            while True:
                 try:
-                    return direct(sql, params)
-                except BaseException as exc:
-                    if not self._is_alive():
-                        self._down(describe_error(exc))
+                    waited = coro.send(None)
+                except StopIteration as finished:
+                    result: T = finished.value
+                    return result
+                try:
+                    if waited is None:  # a bare yield (asyncio.sleep(0)): one pass, no wait
+                        loop.call_soon(_nothing)
+                        run_once()
+                        continue
+                    waited._asyncio_future_blocking = False  # what a task does with it
+                    while not waited.done():
+                        run_once()
+                except BaseException:  # interrupted while the driver waits: finish it later
+                    if waited is not None:
+                        waited.cancel()
+                    self._leftover = loop.create_task(_resumed(coro, waited))
+                    self._down("a statement was interrupted")
                     raise
-        return self._run_loop(self.run(sql, params), deadline)
+        finally:
+            asyncio.events._set_running_loop(None)
 
     def _is_alive(self) -> bool:
         return self.backend.alive()
@@ -254,17 +361,14 @@ class SharedConnection:
             await self._close_backend()
             raise
 
-    async def run(self, sql: str, params: tuple[Any, ...]) -> Result:
+    async def run(self, call: Callable[[str, Any], Awaitable[T]], sql: str, arguments: Any) -> T:
+        """`call(sql, arguments)` (a backend's `execute` or `execute_many`) on a live link."""
         if self.closed:
             raise DatabaseError("connection is closed")
         backend = self.backend
-        # The loop did not run while idle: let the driver read what arrived meanwhile (a
-        # server's goodbye, an EOF) before deciding whether the link is alive.
-        for _ in range(_PENDING_INPUT_ROUNDS):
-            if not backend.pending_input():
-                break
-            await asyncio.sleep(0)
-        if self.stale or not self._is_alive():
+        if backend.pending_input():
+            await self._read_pending_input()
+        if self.stale or not backend.alive():
             if not self.stale:
                 self._down("the connection was closed while idle (server or network)")
             if self.transaction_open:
@@ -275,7 +379,7 @@ class SharedConnection:
                 raise DatabaseError(TRANSACTION_LOST)
             await self._reconnect()
         try:
-            result = await backend.execute(sql, params)
+            result = await call(sql, arguments)
         except asyncio.CancelledError:  # the driver may be mid-protocol: start afresh next time
             self._down("a statement was abandoned mid-way (its timeout ran out)")
             raise
@@ -288,8 +392,16 @@ class SharedConnection:
                     self.transaction_open = False
                     raise DatabaseError(f"{TRANSACTION_LOST} ({describe_error(exc)})") from None
             raise
-        self._note_transaction()
+        self.transaction_open = backend.in_transaction()
         return result
+
+    async def _read_pending_input(self) -> None:
+        """The loop did not run while the link was idle: let the driver read what arrived
+        meanwhile (a server's goodbye, an EOF) before `alive()` is asked."""
+        for _ in range(_PENDING_INPUT_ROUNDS):
+            await asyncio.sleep(0)
+            if not self.backend.pending_input():
+                return
 
     def _note_transaction(self) -> None:
         self.transaction_open = self.backend.in_transaction()

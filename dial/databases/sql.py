@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -18,8 +18,11 @@ __all__ = [
     "bind",
     "check_parameters",
     "listify",
+    "parameter_rows",
+    "plain_parameters",
     "rows_result",
     "status_result",
+    "translate",
     "translate_placeholders",
 ]
 
@@ -107,9 +110,17 @@ PARAMETER_TYPES: tuple[type, ...] = (
 _EXACT_PARAMETER_TYPES = frozenset(PARAMETER_TYPES)
 
 
+def plain_parameters(params: tuple[Any, ...]) -> bool:
+    """True when every parameter is exactly one of `PARAMETER_TYPES` (no subclass): the
+    common case, answered in one pass at C speed."""
+    return _EXACT_PARAMETER_TYPES.issuperset(map(type, params))
+
+
 def check_parameters(params: tuple[Any, ...], extra: tuple[type, ...] = ()) -> None:
     """A clear error for a parameter no driver would bind (instead of its repr stored as
     text, or a driver's internal TypeError)."""
+    if _EXACT_PARAMETER_TYPES.issuperset(map(type, params)):
+        return
     for index, value in enumerate(params, 1):
         if type(value) in _EXACT_PARAMETER_TYPES:
             continue
@@ -117,14 +128,65 @@ def check_parameters(params: tuple[Any, ...], extra: tuple[type, ...] = ()) -> N
             raise ArgumentError(f"parameter {index}: unsupported type {type(value).__name__}")
 
 
-def bind(sql: str, params: tuple[Any, ...], style: str, extra: tuple[type, ...] = ()) -> str:
-    """Translate `sql` for a driver, check the parameter count and the parameter types
-    (`PARAMETER_TYPES`, plus `extra` ones this driver binds too)."""
+def translate(sql: str, params: tuple[Any, ...], style: str) -> str:
+    """`sql` for a driver (`translate_placeholders`, cached), refused unless it has one
+    placeholder per parameter."""
     translated, count = translate_placeholders(sql, style)
     if count != len(params):
         raise ArgumentError(
             f"statement has {count} placeholder{'s' if count != 1 else ''} (?) but "
             f"{len(params)} parameter{'s' if len(params) != 1 else ''} given"
         )
+    return translated
+
+
+def bind(sql: str, params: tuple[Any, ...], style: str, extra: tuple[type, ...] = ()) -> str:
+    """Translate `sql` for a driver, check the parameter count and the parameter types
+    (`PARAMETER_TYPES`, plus `extra` ones this driver binds too)."""
+    translated = translate(sql, params, style)
     check_parameters(params, extra)
     return translated
+
+
+# -- batches --------------------------------------------------------------------------------
+
+_NOT_ROWS = (str, bytes, bytearray, memoryview, Mapping)
+
+
+def _row_lengths(batch: list[Any]) -> list[int]:
+    """The length of every row, refusing a row that is no parameter sequence. The usual
+    batch (all tuples, all lists, or both) takes two passes at C speed; the check per row
+    only runs for anything else."""
+    kinds = list(map(type, batch))
+    plain = kinds.count(tuple)
+    if plain != len(kinds) and plain + kinds.count(list) != len(kinds):
+        for index, row in enumerate(batch, 1):
+            if isinstance(row, _NOT_ROWS) or not isinstance(row, Sequence):
+                raise ArgumentError(
+                    f"exec_many(): row {index} is a {type(row).__name__}, not a sequence "
+                    "of parameters (a tuple or list)"
+                )
+    return list(map(len, batch))
+
+
+def parameter_rows(rows: object) -> list[Sequence[Any]]:
+    """The rows of an `exec_many`, checked before anything is sent: a non-empty iterable of
+    parameter sequences (tuples, lists...), all of one length. A list of tuples or lists is
+    used as it is (no copy); anything else iterable is read into a list once."""
+    if isinstance(rows, _NOT_ROWS) or not isinstance(rows, Iterable):
+        raise ArgumentError(
+            "exec_many() takes the rows as an iterable of parameter sequences "
+            f"(e.g. a list of tuples), not {type(rows).__name__}"
+        )
+    batch: list[Any] = rows if type(rows) is list else list(rows)
+    if not batch:
+        raise ArgumentError("exec_many() got no rows (an empty batch writes nothing)")
+    lengths = _row_lengths(batch)
+    width = lengths[0]
+    if lengths.count(width) != len(lengths):
+        index = next(i for i, length in enumerate(lengths, 1) if length != width)
+        raise ArgumentError(
+            f"exec_many(): row {index} has {lengths[index - 1]} parameters, row 1 has "
+            f"{width}: every row needs one value per placeholder"
+        )
+    return batch

@@ -20,6 +20,28 @@ stops that long gets a reconnect, and the unacknowledged deliveries again.
 
 Publisher confirms (`confirm=true`, the `|confirm=true` option or the `confirm` query
 parameter): every publish is acknowledged by the broker, and a write is confirmed by its ack.
+Confirmed publishes are `mandatory`: a message no queue is bound to receive comes back
+(basic.return) and its write fails with the broker's reason (312 NO_ROUTE), instead of being
+"confirmed" into nowhere.
+
+`write(data, key=..., headers=...)`: `key` is this message's routing key (instead of the
+address's `routing_key`), `headers` its AMQP headers table (a value that is UTF-8 text goes as
+a string, so a headers exchange matches it; other bytes as a byte array).
+
+With `meta=true` each delivery is an `Envelope`: `topic` is its routing key, `redelivered`
+the broker's flag, `timestamp` the `timestamp` property when the publisher set it, and
+`headers` its headers table (values as bytes: text UTF-8 encoded, numbers and booleans as
+their text) followed by what the broker and the basic properties say about it, under
+`amqp-` names: `amqp-exchange` (the exchange it was published to, empty for the default
+exchange), then those set of `amqp-content-type`, `amqp-content-encoding`,
+`amqp-message-id`, `amqp-correlation-id`, `amqp-reply-to`, `amqp-type`, `amqp-app-id`,
+`amqp-user-id`, `amqp-expiration`.
+
+`ack=manual` (implies meta): nothing is acknowledged until `conn.ack(envelopes)`; an envelope's
+token is the delivery tag of the channel that delivered it, so an ack for a message of an
+earlier link is ignored (the broker requeued it with that link and delivers it again, with
+`redelivered` set). At most `PREFETCH` deliveries are unacknowledged at a time: a reader that
+stops acknowledging stops receiving after that many.
 
 A dead flow (the broker's side of the old connection still open, nothing arriving) leaves
 the broker holding the old consumer, which it would deal every other message. With `ping`,
@@ -33,9 +55,11 @@ at the normal priority again (other consumers of the queue share it round-robin 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -47,9 +71,9 @@ from aiormq.connection import TCPTransportFactory
 from pamqp.commands import Basic
 from yarl import URL
 
-from ..address import Address, split_host_port
+from ..address import Address, redact, split_host_port
 from ..buffer import CAPACITY, Message, text_message
-from ..envelope import Record
+from ..envelope import Envelope, Headers, Record, received_now
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from ._teardown import run_to_end
@@ -75,6 +99,19 @@ PREFETCH = CAPACITY // 5  # unacknowledged deliveries per consumer: what may com
 NEW_EXCHANGE_TYPE = aio_pika.ExchangeType.TOPIC
 MAX_HEARTBEAT = 60  # s, the AMQP heartbeat without `ping` (aiormq's and RabbitMQ's default)
 GHOST_HEARTBEATS = 3  # a broker drops a silent connection within about 2.5 heartbeats
+MAX_ROUTING_KEY = 255  # bytes (AMQP shortstr)
+#: basic properties reported as `amqp-` headers in envelopes, in this order
+REPORTED_PROPERTIES = (
+    "content_type",
+    "content_encoding",
+    "message_id",
+    "correlation_id",
+    "reply_to",
+    "type",
+    "app_id",
+    "user_id",
+    "expiration",
+)
 
 
 class _LinkLossFilter(logging.Filter):
@@ -195,7 +232,8 @@ class AmqpTransport(StreamTransport):
     """Consumes queue `queue`; publishes to `exchange` (default: the default exchange) with
     `routing_key` (default: the queue name), so by default a connection reads its own writes."""
 
-    supported_options = frozenset({"confirm"})
+    supported_options = frozenset({"confirm", "ack"})
+    record_fields = frozenset({"key", "headers"})
     flow_control = True
     holds_backlog = True
     counts_bytes_in = True  # body sizes, counted before decoding
@@ -225,6 +263,10 @@ class AmqpTransport(StreamTransport):
         self.user = target.user if target.user is not None else "guest"
         self.password = target.password if target.password is not None else "guest"
         self.heartbeat = amqp_heartbeat(address)
+        self.manual = address.options.ack == "manual"
+        self.source = redact(address.url)
+        self._link_id: object | None = None  # this link's mark on ack=manual tokens
+        self._unacked: set[int] = set()  # ack=manual: delivery tags of this link not acked
         self._connection: Any = None
         self._socket: _Socket | None = None
         self._channel: Any = None
@@ -309,16 +351,7 @@ class AmqpTransport(StreamTransport):
                 await queue.bind(self.exchange, routing_key=self.routing_key)
             underlay = await channel.get_underlay_channel()
             await underlay.basic_qos(prefetch_count=PREFETCH)
-            deliver = receiver.deliver
-            acks = self._acks = _Acks(underlay, self._held)
-            note = acks.note
-
-            async def on_delivery(message: Any) -> None:
-                body = message.body
-                receiver.bytes_in += len(body)
-                deliver(text_message(body))
-                note(message.delivery.delivery_tag)
-
+            on_delivery = self._delivery_handler(underlay, receiver)
             priority, ghosts_gone_in = self._consumer_priority()
             arguments = {"x-priority": priority} if priority else None
             consumed = await underlay.basic_consume(
@@ -341,6 +374,73 @@ class AmqpTransport(StreamTransport):
             self._demoter = asyncio.ensure_future(
                 self._demote(underlay, queue.name, on_delivery, consumed, ghosts_gone_in)
             )
+
+    def _delivery_handler(
+        self, underlay: Any, receiver: Receiver
+    ) -> Callable[[Any], Awaitable[None]]:
+        """The consumer callback of a new link, chosen once: bare bodies acknowledged once
+        buffered (the default), envelopes acknowledged the same way (`meta=true`), or
+        envelopes left for `ack()` (`ack=manual`)."""
+        deliver = receiver.deliver
+        if self.manual:
+            self._acks = None
+            link_id = self._link_id = object()
+            unacked = self._unacked = set()
+            source = self.source
+
+            async def on_manual(message: Any) -> None:
+                body = message.body
+                receiver.bytes_in += len(body)
+                tag = message.delivery.delivery_tag
+                unacked.add(tag)
+                deliver(_envelope(message, source, (link_id, tag)))
+
+            return on_manual
+        acks = self._acks = _Acks(underlay, self._held)
+        note = acks.note
+        if self.meta:
+            source = self.source
+
+            async def on_enveloped(message: Any) -> None:
+                body = message.body
+                receiver.bytes_in += len(body)
+                deliver(_envelope(message, source, None))
+                note(message.delivery.delivery_tag)
+
+            return on_enveloped
+
+        async def on_delivery(message: Any) -> None:
+            body = message.body
+            receiver.bytes_in += len(body)
+            deliver(text_message(body))
+            note(message.delivery.delivery_tag)
+
+        return on_delivery
+
+    async def ack(self, envelopes: Sequence[Envelope]) -> None:
+        """`ack=manual`: acknowledge what these envelopes delivered on the current link;
+        envelopes of an earlier link (requeued with it) and repeats are skipped. One
+        `multiple` ack covers the oldest run of tags, single acks the rest."""
+        underlay, link_id, unacked = self._underlay, self._link_id, self._unacked
+        if underlay is None or link_id is None:
+            raise ConnectionError("amqp link is down")
+        tags: set[int] = set()
+        for envelope in envelopes:
+            token = envelope.token
+            if type(token) is tuple and token[0] is link_id and token[1] in unacked:
+                tags.add(token[1])
+        if not tags:
+            return
+        unacked -= tags
+        oldest_left = min(unacked) if unacked else None
+        covered = [tag for tag in tags if oldest_left is None or tag < oldest_left]
+        try:
+            if covered:
+                await underlay.basic_ack(max(covered), multiple=True, wait=False)
+            for tag in sorted(tags.difference(covered)):
+                await underlay.basic_ack(tag, multiple=False, wait=False)
+        except aiormq.exceptions.AMQPError as exc:  # the channel closed under us
+            raise ConnectionError(f"amqp link is down: {describe(exc)}") from None
 
     def _consumer_priority(self) -> tuple[int, float]:
         """The priority for a new consumer: above every consumer of an earlier link that the
@@ -392,34 +492,65 @@ class AmqpTransport(StreamTransport):
         """Publish on the confirming channel; the future is done with the broker's ack. The
         frames are queued in order now (the task's first step, before any other send runs);
         the task then waits for the ack."""
-        if isinstance(data, Record):  # record_fields is empty: write() refused it
-            raise TypeError("amqp:// messages carry no key or headers")
         underlay = self._underlay
         if underlay is None:
             raise ConnectionError("amqp link is down")
-        body = data.encode() if isinstance(data, str) else data
-        publish = asyncio.ensure_future(self._publish_confirmed(underlay, body))
+        body, routing_key, properties = self._outgoing(data)
+        publish = asyncio.ensure_future(
+            self._publish_confirmed(underlay, body, routing_key, properties)
+        )
         await asyncio.sleep(0)  # let it queue its frames before the next message's
         return publish
 
-    async def _publish_confirmed(self, underlay: Any, body: bytes) -> None:
-        reply = await underlay.basic_publish(
-            body, exchange=self.exchange, routing_key=self.routing_key, wait=False
-        )
-        if not isinstance(reply, Basic.Ack):
-            raise ConnectionError(f"broker did not confirm the message ({reply!r})")
+    async def _publish_confirmed(
+        self, underlay: Any, body: bytes, routing_key: str, properties: Any, wait: bool = False
+    ) -> None:
+        try:
+            reply = await underlay.basic_publish(
+                body,
+                exchange=self.exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,  # an unroutable message comes back instead of being "confirmed"
+                wait=wait,
+            )
+        except aiormq.exceptions.PublishError as exc:  # a channel with on_return_raises
+            reply = exc.message
+        if isinstance(reply, Basic.Ack):
+            return
+        returned = getattr(reply, "delivery", None)
+        if isinstance(returned, Basic.Return):
+            exchange = f"exchange {self.exchange!r}" if self.exchange else "the default exchange"
+            raise ConnectionError(
+                f"broker returned the message: {returned.reply_code} {returned.reply_text} "
+                f"(no queue bound for routing key {routing_key!r} on {exchange})"
+            )
+        raise ConnectionError(f"broker did not confirm the message ({reply!r})")
+
+    def _outgoing(self, data: Message | Record) -> tuple[bytes, str, Any]:
+        """(body, routing key, properties or None) of a message to publish."""
+        if not isinstance(data, Record):
+            return (data.encode() if isinstance(data, str) else data), self.routing_key, None
+        value = data.value
+        body = value.encode() if isinstance(value, str) else value
+        routing_key = self.routing_key if data.key is None else _routing_key(data.key)
+        properties = None
+        if data.headers:
+            properties = Basic.Properties(delivery_mode=1, headers=_header_table(data.headers))
+        return body, routing_key, properties
 
     async def send(self, data: Message) -> None:
+        await self._publish(data.encode() if isinstance(data, str) else data, self.routing_key)
+
+    async def send_record(self, record: Record) -> None:
+        await self._publish(*self._outgoing(record))
+
+    async def _publish(self, body: bytes, routing_key: str, properties: Any = None) -> None:
         underlay = self._underlay
         if underlay is None:
             raise ConnectionError("amqp link is down")
-        body = data.encode() if isinstance(data, str) else data
         if self.confirm:  # one broker round trip per message: the safe, slow mode
-            reply = await underlay.basic_publish(
-                body, exchange=self.exchange, routing_key=self.routing_key
-            )
-            if not isinstance(reply, Basic.Ack):
-                raise ConnectionError(f"broker did not confirm the message ({reply!r})")
+            await self._publish_confirmed(underlay, body, routing_key, properties, wait=True)
             return
         # Hand the frames to aiormq's writer task; wait for the socket only every
         # DRAIN_EVERY messages, which bounds the writer's queue without a wait per message.
@@ -428,7 +559,7 @@ class AmqpTransport(StreamTransport):
         if wait:
             self._unwaited = 0
         await underlay.basic_publish(
-            body, exchange=self.exchange, routing_key=self.routing_key, wait=wait
+            body, exchange=self.exchange, routing_key=routing_key, properties=properties, wait=wait
         )
 
     async def close(self) -> None:
@@ -439,6 +570,8 @@ class AmqpTransport(StreamTransport):
         demoter, self._demoter = self._demoter, None
         self._channel = self._underlay = None
         self._receiver = None
+        self._link_id = None
+        self._unacked = set()
         if demoter is not None:
             demoter.cancel()
         if acks is not None:
@@ -451,6 +584,77 @@ class AmqpTransport(StreamTransport):
 
     def describe(self) -> str:
         return f"queue={self.queue}" + (f" exchange={self.exchange}" if self.exchange else "")
+
+
+def _routing_key(key: bytes) -> str:
+    """A `write(key=...)` as a routing key: UTF-8 text of at most 255 bytes."""
+    if len(key) > MAX_ROUTING_KEY:
+        raise ValueError(f"routing key longer than {MAX_ROUTING_KEY} bytes")
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        raise ValueError("routing key is not UTF-8 text") from None
+
+
+def _header_table(headers: Headers) -> dict[str, Any]:
+    """`write(headers=...)` as an AMQP table: text values as strings (a headers exchange
+    compares them with its string bindings), other bytes as byte arrays."""
+    table: dict[str, Any] = {}
+    for name, value in headers:
+        try:
+            table[name] = value.decode()
+        except UnicodeDecodeError:
+            table[name] = bytearray(value)
+    return table
+
+
+def _envelope(message: Any, source: str, token: Any) -> Envelope:
+    """One delivery (aiormq's DeliveredMessage) as an `Envelope`, see the module doc."""
+    delivery, properties = message.delivery, message.header.properties
+    headers = [
+        (str(name), _header_bytes(value)) for name, value in (properties.headers or {}).items()
+    ]
+    headers.append(("amqp-exchange", delivery.exchange.encode()))
+    for name in REPORTED_PROPERTIES:
+        value = getattr(properties, name, None)
+        if value is not None:
+            headers.append((f"amqp-{name.replace('_', '-')}", str(value).encode()))
+    stamp = properties.timestamp
+    return Envelope(
+        text_message(message.body),
+        source,
+        received_now(),
+        topic=delivery.routing_key,
+        headers=tuple(headers),
+        timestamp=_seconds(stamp) if stamp is not None else None,
+        redelivered=bool(delivery.redelivered),
+        token=token,
+    )
+
+
+def _header_bytes(value: Any) -> bytes:
+    """An AMQP table value as header bytes: text UTF-8 encoded, bytes as they are, booleans
+    `true`/`false`, a timestamp ISO 8601, nested tables and arrays as their repr."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat().encode()
+    if value is None:
+        return b""
+    return str(value).encode("utf-8", "surrogateescape")
+
+
+def _seconds(stamp: Any) -> float | None:
+    """The `timestamp` property (pamqp gives an aware UTC datetime) as epoch seconds."""
+    if isinstance(stamp, datetime.datetime):
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+        return float(stamp.timestamp())
+    if isinstance(stamp, int | float):
+        return float(stamp)
+    return None
 
 
 def amqp_heartbeat(address: Address) -> int | None:

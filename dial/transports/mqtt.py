@@ -1,4 +1,4 @@
-"""`mqtt://[user:pwd@]host[:1883]?topic=T[&qos=0|1|2&retain=true&client_id=ID&keepalive=S]`
+"""`mqtt://[user:pwd@]host[:1883]?topic=T[&qos=0|1|2&retain=true&client_id=ID&keepalive=S&version=5]`
 
 paho-mqtt is used as a protocol engine only: this module owns the socket and drives paho from
 the reactor loop (the asyncio integration paho documents: `loop_read` / `loop_misc` from loop
@@ -22,6 +22,15 @@ are dropped and counted) and reaches the buffer first once it has room again.
 
 `confirm=true` publishes at QoS 1 at least (the subscription keeps `qos`): a write is
 confirmed by the broker's PUBACK (QoS 2: PUBCOMP).
+
+A topic with a wildcard (`+`, `#`) is a subscription only: `write()` refuses at once
+(`write_refusal`), as no broker accepts a PUBLISH to a filter.
+
+`version=5` speaks MQTT 5 instead of 3.1.1. With `meta=true` every message arrives in an
+`Envelope`: `topic` is the message's own topic (a wildcard subscription tells them apart),
+`redelivered` the DUP flag, `headers` the MQTT 5 user properties (values UTF-8 encoded; none
+on 3.1.1). The retain flag is not reported: it is not a header the publisher attached. Such
+messages go through paho's parser (the QoS 0 fast path below carries payloads only).
 """
 
 from __future__ import annotations
@@ -36,16 +45,17 @@ import paho.mqtt.client as paho
 from paho.mqtt.client import time_func
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from ..address import Address, split_host_port
-from ..buffer import Message, text_message
-from ..envelope import Record
+from ..address import Address, redact, split_host_port
+from ..buffer import Item, Message, text_message
+from ..envelope import Envelope, Record, received_now
 from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from .base import Receiver, StreamTransport
 
 __all__ = ["MqttTransport"]
 
-QUERY = frozenset({"topic", "qos", "retain", "client_id", "keepalive"})
+QUERY = frozenset({"topic", "qos", "retain", "client_id", "keepalive", "version"})
+VERSIONS = {"3.1.1": paho.MQTTv311, "5": paho.MQTTv5}
 DEFAULT_PORT = 1883
 DEFAULT_KEEPALIVE = 60
 READ_CHUNK = 256 * 1024
@@ -96,10 +106,23 @@ class MqttTransport(StreamTransport):
         if not keepalive.isdigit() or not 5 <= int(keepalive) <= 65535:
             raise AddressError(f"{shown}: keepalive={keepalive!r}: expected seconds, 5..65535")
         self.keepalive = int(keepalive)
+        version = query.get("version", "3.1.1")
+        if version not in VERSIONS:
+            raise AddressError(f"{shown}: version={version!r}: expected 3.1.1 or 5")
+        self.protocol = VERSIONS[version]
         self.user, self.password = target.user, target.password
+        self.source = redact(address.url)
         self._link: _Link | None = None
         self._paused = False  # the ring buffer is full: leave the socket unread
-        self.held: deque[Message] = deque()  # read while paused; kept across links
+        self.held: deque[Item] = deque()  # read while paused; kept across links
+
+    def write_refusal(self) -> str | None:
+        if "+" in self.topic or "#" in self.topic:
+            return (
+                f"topic {self.topic!r} has a wildcard (+ or #): it can be subscribed to but "
+                "not published to; dial a topic without wildcards to write"
+            )
+        return None
 
     async def connect(self, receiver: Receiver) -> None:
         await self.close()
@@ -376,22 +399,23 @@ class _Link:
         self.reading = False  # the socket's reader is registered with the loop
         self.acks: dict[int, asyncio.Future[None]] = {}  # confirmed publishes by mid
         self.held = owner.held  # read while paused, not yet in the buffer
-        self.fast = True  # QoS 0 PUBLISH packets skip paho (`_take_publishes`)
+        # QoS 0 PUBLISH packets skip paho (`_take_publishes`): 3.1.1 payloads only
+        self.fast = owner.protocol == paho.MQTTv311 and not owner.meta
         self._step: asyncio.Future[Any] | None = None
         self._misc: asyncio.TimerHandle | None = None
         client = _Client(
             self.io,
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=owner.client_id,
-            protocol=paho.MQTTv311,
-            clean_session=True,
+            protocol=owner.protocol,
+            clean_session=True if owner.protocol == paho.MQTTv311 else None,
         )
         client.suppress_exceptions = True
         if owner.user is not None:
             client.username_pw_set(owner.user, owner.password)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        client.on_message = self._on_enveloped if owner.meta else self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self.client = client
@@ -401,7 +425,9 @@ class _Link:
         where = f"mqtt://{owner.host}:{owner.port}"
         self._step = self.loop.create_future()
         self._start_reading()
-        self.client.connect(owner.host, owner.port, owner.keepalive)  # queues CONNECT
+        # queues CONNECT (MQTT 5: a fresh client's first connect is a clean start, and no
+        # session is kept after it, as with 3.1.1's clean session)
+        self.client.connect(owner.host, owner.port, owner.keepalive)
         reason = await self._step
         if reason.is_failure:
             raise ConnectError(f"{where}: broker refused the connection: {reason}")
@@ -575,13 +601,34 @@ class _Link:
     def _received(self, payload: bytes | memoryview) -> None:
         self.receiver.bytes_in += len(payload)
         if self.paused or self.held:  # read only for a PUBACK: keep it for later
-            held = self.held
-            held.append(text_message(payload))
-            if len(held) > HELD_LIMIT:
-                held.popleft()
-                self.receiver.discarded(1)
+            self._hold(text_message(payload))
             return
         self.deliver(text_message(payload))
+
+    def _on_enveloped(self, client: Any, userdata: Any, message: Any) -> None:
+        """`meta=true`: the message in an `Envelope` with its topic, DUP flag and user
+        properties."""
+        payload = message.payload
+        self.receiver.bytes_in += len(payload)
+        envelope = Envelope(
+            text_message(payload),
+            self.owner.source,
+            received_now(),
+            topic=message.topic,
+            headers=_user_properties(message),
+            redelivered=bool(message.dup),
+        )
+        if self.paused or self.held:
+            self._hold(envelope)
+            return
+        self.deliver(envelope)
+
+    def _hold(self, item: Item) -> None:
+        held = self.held
+        held.append(item)
+        if len(held) > HELD_LIMIT:
+            held.popleft()
+            self.receiver.discarded(1)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         answer = self.acks.pop(mid, None)  # None: a QoS 0 publish went out
@@ -620,3 +667,12 @@ class _Link:
         if step is not None and not step.done():
             step.set_exception(exc)
             step.exception()  # mark retrieved: nobody may be awaiting it any more
+
+
+def _user_properties(message: Any) -> tuple[tuple[str, bytes], ...]:
+    """MQTT 5 user properties as envelope headers, in the order sent (repeats kept)."""
+    properties = getattr(message, "properties", None)
+    pairs = getattr(properties, "UserProperty", None) if properties is not None else None
+    if not pairs:
+        return ()
+    return tuple((str(name), str(value).encode()) for name, value in pairs)

@@ -13,6 +13,9 @@ connect, verify certificates, cross SOCKS proxies and report errors through the 
 - a peer's CLOSE is answered, a protocol error or a lost TCP link is reported once, with the
   same reasons as the reference engine; ping frames are answered by picows itself.
 
+With `meta=true` the listener is `_EnvelopeListener`, chosen once per link: it wraps every
+message in an `Envelope` of its frame's kind, so the plain listener's hot path is untouched.
+
 Not here: permessage-deflate (`enableCompression=true`), which picows' core API lacks; such
 addresses use the reference engine (see `dial.registry.websocket_transport`).
 """
@@ -32,16 +35,20 @@ from websockets.headers import build_authorization_basic, build_host
 from websockets.uri import parse_uri
 
 from ..address import Address, redact, split_host_port
-from ..buffer import Message, binary_frame, text_message
+from ..buffer import Item, Message, binary_frame, text_message
 from ..codecs import get_codec
+from ..envelope import Envelope, received_now
 from ..errors import AddressError, ConnectError
 from .base import Receiver, StreamTransport
 from .socket import READ_CHUNK, open_stream, tls_context
 from .websocket import (
     CLOSE_WAIT_SECONDS,
     MAX_MESSAGE_BYTES,
+    PLAIN_MAKERS,
     USER_AGENT,
+    MessageMakers,
     WebSocketTransport,
+    message_makers,
     settle_pings,
 )
 
@@ -83,12 +90,13 @@ READ_BUFFER_BYTES = 4096  # picows' initial read buffer per connection; it grows
 class _Listener(WSListener):
     """Turns picows frames into delivered messages for one link."""
 
-    def __init__(self, receiver: Receiver, decode: Any) -> None:
+    def __init__(self, receiver: Receiver, decode: Any, makers: MessageMakers) -> None:
         super().__init__()
         self.receiver = receiver
         self.deliver_many = receiver.batch_delivery()
         self.decode = decode  # codec for binary frames, or None
-        self.batch: list[Message] = []  # this read's messages, handed over in buffer_updated
+        self.text, self.binary = makers  # a whole fragmented message -> buffered item
+        self.batch: list[Item] = []  # this read's messages, handed over in buffer_updated
         self.ws: WSTransport | None = None
         self.handshaken = False
         self.open = False
@@ -164,7 +172,7 @@ class _Listener(WSListener):
             data = b"".join(self.fragments)
             text = self.fragment_kind is _TEXT
             self.fragment_kind, self.fragments = None, []
-            self.batch.append(text_message(data) if text else binary_frame(data, self.decode))
+            self.batch.append(self.text(data) if text else self.binary(data, self.decode))
             self.flush()
 
     def _protocol_error(
@@ -222,6 +230,42 @@ class _Listener(WSListener):
         self.pings.clear()
         self.wake_writer()
         self.lost(f"connection lost: {exc}" if exc else "server closed the connection")
+
+
+class _EnvelopeListener(_Listener):
+    """`meta=true`: the same frames as `_Listener`, each message in an `Envelope`."""
+
+    def __init__(self, receiver: Receiver, decode: Any, makers: MessageMakers, source: str):
+        super().__init__(receiver, decode, makers)
+        self.source = source
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if (
+            self.failed
+            or not frame.fin
+            or self.fragment_kind is not None
+            or frame.rsv1
+            or frame.rsv2
+            or frame.rsv3
+            or (kind is not _TEXT and kind is not _BINARY)
+        ):
+            return super().on_ws_frame(transport, frame)  # errors, fragments, control frames
+        try:
+            payload = frame.get_payload_as_memoryview()
+            value: Message
+            if kind is _TEXT:
+                value, name = text_message(payload), "text"
+            else:
+                value, name = binary_frame(payload, self.decode), "binary"
+        except Exception as exc:  # a compression bomb: drop the link as the plain path does
+            self.flush()
+            log.warning("WebSocket receive failed: %r", exc)
+            self.failed = True
+            self.lost(f"receive failed: {exc.__class__.__name__}: {exc}")
+            transport.disconnect(False)
+            return
+        self.batch.append(Envelope(value, self.source, received_now(), name))
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:
@@ -306,6 +350,12 @@ class PicowsTransport(StreamTransport):
         self._closed: asyncio.Future[None] | None = None
         self._pings_sent = 0
 
+    def _new_listener(self, receiver: Receiver) -> _Listener:
+        if not self.meta:
+            return _Listener(receiver, self._decode, PLAIN_MAKERS)
+        makers = message_makers(self.address)
+        return _EnvelopeListener(receiver, self._decode, makers, redact(self.address.url))
+
     def _protocol_factory(self, listener: _Listener) -> _Protocol:
         protocol = _Protocol(
             self._host_header,
@@ -331,7 +381,7 @@ class PicowsTransport(StreamTransport):
 
     async def connect(self, receiver: Receiver) -> None:
         options = self.address.options
-        listener = _Listener(receiver, self._decode)
+        listener = self._new_listener(receiver)
         self._listener = listener
         transport, protocol = await open_stream(
             lambda: self._protocol_factory(listener),

@@ -1,7 +1,8 @@
 """Raw sockets: `tcp://h:p`, `tls://h:p`, `unix:///path`, `udp://h:p`.
 
 `read()` returns the bytes one receive returned (a datagram for udp), always `bytes`;
-`write()` sends bytes.
+`write()` sends bytes. With `meta=true` each arrives in an `Envelope` of kind "binary" (udp:
+`topic` is the sender's "host:port").
 This module also holds `open_stream`, the one place that turns (host, port, TLS, SOCKS proxy)
 into a connected asyncio transport; the WebSocket transport reuses it.
 """
@@ -12,10 +13,12 @@ import asyncio
 import os
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from ..address import Address, redact, split_host_port
-from ..buffer import Message, raw_message
+from ..buffer import Item, Message, raw_message
+from ..envelope import Envelope, received_now
 from ..errors import AddressError, ConnectError, MissingDependency
 from .base import Receiver, StreamTransport
 
@@ -156,10 +159,26 @@ async def _through_proxy(proxy: str, host: str, port: int) -> socket.socket:
         raise ConnectError(f"proxy {shown} refused {host}:{port}: {exc}") from None
 
 
+def _enveloped(deliver: Callable[[Item], None], source: str) -> Callable[[Message], None]:
+    """`deliver` for `meta=true`: each received chunk wrapped in a "binary" `Envelope`
+    (chosen once per connect, so a plain connection pays nothing for it)."""
+
+    def deliver_enveloped(value: Message) -> None:
+        deliver(Envelope(value, source, received_now(), "binary"))
+
+    return deliver_enveloped
+
+
+def _delivery(receiver: Receiver, address: Address) -> Callable[[Message], None]:
+    if address.options.meta:
+        return _enveloped(receiver.deliver, redact(address.url))
+    return receiver.deliver
+
+
 class _ByteStream(StreamProtocol):
-    def __init__(self, receiver: Receiver) -> None:
+    def __init__(self, receiver: Receiver, deliver: Callable[[Message], None]) -> None:
         super().__init__()
-        self._deliver = receiver.deliver
+        self._deliver = deliver
         self._receiver = receiver
         self.closing = False
 
@@ -189,7 +208,7 @@ class _SocketTransport(StreamTransport):
     async def connect(self, receiver: Receiver) -> None:
         options = self.address.options
         _, self._protocol = await open_stream(
-            lambda: _ByteStream(receiver),
+            lambda: _ByteStream(receiver, _delivery(receiver, self.address)),
             self.host,
             self.port,
             tls=tls_context(options.verify) if self.tls else None,
@@ -252,7 +271,7 @@ class UnixTransport(_SocketTransport):
         loop = asyncio.get_running_loop()
         try:
             _, self._protocol = await loop.create_unix_connection(
-                lambda: _ByteStream(receiver), self.path
+                lambda: _ByteStream(receiver, _delivery(receiver, self.address)), self.path
             )
         except FileNotFoundError:
             raise ConnectError(f"no unix socket at {self.path}") from None
@@ -277,6 +296,18 @@ class _Datagrams(asyncio.DatagramProtocol):
         pass  # e.g. ICMP port unreachable: UDP has no link to lose; the next write retries
 
 
+class _EnvelopedDatagrams(_Datagrams):
+    """`meta=true`: each datagram in an `Envelope` whose topic is its sender's host:port."""
+
+    def __init__(self, receiver: Receiver, source: str) -> None:
+        super().__init__(receiver)
+        self._source = source
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        sender = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+        self._deliver(Envelope(raw_message(data), self._source, received_now(), "binary", sender))
+
+
 class UdpTransport(StreamTransport):
     """udp: one datagram per read(), one datagram per write()."""
 
@@ -289,12 +320,18 @@ class UdpTransport(StreamTransport):
         loop = asyncio.get_running_loop()
         try:
             self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(receiver), remote_addr=(self.host, self.port)
+                self._protocol_factory(receiver), remote_addr=(self.host, self.port)
             )
         except socket.gaierror as exc:
             raise ConnectError(f"cannot resolve host {self.host!r}: {exc.strerror}") from None
         except OSError as exc:
             raise ConnectError(f"udp {self.host}:{self.port}: {exc.strerror or exc}") from None
+
+    def _protocol_factory(self, receiver: Receiver) -> Callable[[], _Datagrams]:
+        if self.meta:
+            source = redact(self.address.url)
+            return lambda: _EnvelopedDatagrams(receiver, source)
+        return lambda: _Datagrams(receiver)
 
     async def send(self, data: Message) -> None:
         if self._transport is None:

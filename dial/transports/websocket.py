@@ -4,12 +4,17 @@ Driving `websockets.client.ClientProtocol` directly (rather than the asyncio cli
 receive path to one parser pass and one buffer append per frame, with no future or task per
 message. websockets still does all the protocol work: handshake, masking, fragmentation,
 permessage-deflate, ping replies and the closing handshake.
+
+With `meta=true` every message arrives in an `Envelope` whose kind is its frame's ("text" or
+"binary", also for a binary frame the `compress` codec inflated to text). The two message
+makers are chosen once per link (`message_makers`), so a plain link pays nothing for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from websockets.client import ClientProtocol
@@ -22,8 +27,9 @@ from websockets.uri import parse_uri
 
 from .. import __version__
 from ..address import Address, redact, split_host_port
-from ..buffer import Message, binary_frame, text_message
+from ..buffer import Item, Message, binary_frame, text_message
 from ..codecs import get_codec
+from ..envelope import Envelope, received_now
 from ..errors import AddressError, ConnectError
 from .base import Receiver, StreamTransport
 from .socket import StreamProtocol, open_stream, tls_context
@@ -38,6 +44,30 @@ USER_AGENT = f"dialkit/{__version__}"
 
 _TEXT, _BINARY, _CONT, _CLOSE = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.CLOSE
 _PONG = Opcode.PONG
+
+
+Bytes = bytes | bytearray | memoryview
+#: (text frame -> message, binary frame + codec -> message): what goes to the buffer
+MessageMakers = tuple[
+    Callable[[Bytes], Item], Callable[[Bytes, Callable[[bytes], bytes | None] | None], Item]
+]
+PLAIN_MAKERS: MessageMakers = (text_message, binary_frame)
+
+
+def message_makers(address: Address) -> MessageMakers:
+    """How frames become buffered items on this address: bare messages, or with
+    `meta=true` `Envelope`s of the frame's kind, stamped on arrival."""
+    if not address.options.meta:
+        return PLAIN_MAKERS
+    source = redact(address.url)
+
+    def text(data: Bytes) -> Item:
+        return Envelope(text_message(data), source, received_now(), "text")
+
+    def binary(data: Bytes, inflate: Callable[[bytes], bytes | None] | None) -> Item:
+        return Envelope(binary_frame(data, inflate), source, received_now(), "binary")
+
+    return text, binary
 
 
 def settle_pings(pings: dict[bytes, asyncio.Future[None]], pong: bytes) -> None:
@@ -56,9 +86,12 @@ def settle_pings(pings: dict[bytes, asyncio.Future[None]], pong: bytes) -> None:
 class _WebSocketStream(StreamProtocol):
     """Feeds bytes to the Sans-I/O protocol and turns its events into delivered messages."""
 
-    def __init__(self, ws: ClientProtocol, receiver: Receiver, decode: Any) -> None:
+    def __init__(
+        self, ws: ClientProtocol, receiver: Receiver, decode: Any, makers: MessageMakers
+    ) -> None:
         super().__init__()
         self.ws = ws
+        self.text, self.binary = makers
         self.receiver = receiver
         self.deliver = receiver.deliver
         self.deliver_many = receiver.batch_delivery()
@@ -102,8 +135,8 @@ class _WebSocketStream(StreamProtocol):
         ws.receive_data(data)
         events = ws.events_received()
         self.flush()  # pong replies and close frames go out right away
-        decode = self.decode
-        batch: list[Message] = []  # handed over once per read, in order
+        decode, text, binary = self.decode, self.text, self.binary
+        batch: list[Item] = []  # handed over once per read, in order
         append = batch.append
         try:
             for event in events:
@@ -112,10 +145,10 @@ class _WebSocketStream(StreamProtocol):
                     continue
                 opcode = event.opcode
                 if event.fin and opcode is _TEXT:
-                    append(text_message(event.data))  # invalid UTF-8: escaped, not a crash
+                    append(text(event.data))  # invalid UTF-8: escaped, not a crash
                     continue
                 if event.fin and opcode is _BINARY:
-                    append(binary_frame(event.data, decode))
+                    append(binary(event.data, decode))
                     continue
                 if batch:  # what came before this frame goes first
                     self.deliver_many(batch)
@@ -142,9 +175,9 @@ class _WebSocketStream(StreamProtocol):
             data = b"".join(self._fragments)
             self._fragments = []
             if self._fragment_opcode is _TEXT:
-                self.deliver(text_message(data))
+                self.deliver(self.text(data))
             else:
-                self.deliver(binary_frame(data, self.decode))
+                self.deliver(self.binary(data, self.decode))
 
     def _handshake_done(self, event: Any) -> None:
         if self.handshake.done():
@@ -223,6 +256,7 @@ class WebSocketTransport(StreamTransport):
         codec = get_codec(options.compress)
         self._decode = codec.decode if codec and options.mode in ("recv", "dual") else None
         self._encode = codec.encode if codec and options.mode in ("send", "dual") else None
+        self._makers = message_makers(address)
         self._stream: _WebSocketStream | None = None
         self._pings_sent = 0
 
@@ -231,7 +265,7 @@ class WebSocketTransport(StreamTransport):
         extensions = enable_client_permessage_deflate(None) if options.enable_compression else None
         ws = ClientProtocol(self.uri, extensions=extensions, max_size=MAX_MESSAGE_BYTES)
         _, stream = await open_stream(
-            lambda: _WebSocketStream(ws, receiver, self._decode),
+            lambda: _WebSocketStream(ws, receiver, self._decode, self._makers),
             self.uri.host,
             self.uri.port,
             tls=tls_context(options.verify) if self.uri.secure else None,

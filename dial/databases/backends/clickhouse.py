@@ -10,7 +10,10 @@ timeout run on the connection's own worker thread, which the loop awaits.
 `?` placeholders are bound client-side. `INSERT ... VALUES (?, ?), ...` whose values are all
 placeholders is sent as a native data block (fast, and typed by the column). Servers older than
 19.x hang on an inline `INSERT ... VALUES (literal, ...)` over the native protocol, so there it
-is rewritten to the equivalent `INSERT ... SELECT ... UNION ALL SELECT ...`.
+is rewritten to the equivalent `INSERT ... SELECT ... UNION ALL SELECT ...`. `exec_many` with
+`INSERT ... VALUES (?, ...)` sends the rows as one block (clickhouse-driver's `execute` with a
+row list, clickhouse-connect's `insert`): no transactions, so not atomic beyond what one block
+is for the table engine.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import math
 import re
 import socket
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from struct import error as struct_error
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -62,6 +67,7 @@ _INSERT_VALUES = re.compile(
     r"^\s*INSERT\s+INTO\s+(?P<head>.+?)\s*\bVALUES\b\s*(?P<rows>\(.*\))\s*;?\s*$", re.I | re.S
 )
 _PLACEHOLDER_ROWS = re.compile(r"\(\?(?:,\?)*\)(?:,\(\?(?:,\?)*\))*")
+_TABLE_AND_COLUMNS = re.compile(r"^(?P<table>[^\s(]+)\s*(?:\((?P<columns>[^()]*)\))?$", re.S)
 _LEADING_NOISE = re.compile(r"^(?:\s+|--[^\n]*\n?|/\*.*?\*/|\()*", re.S)
 _TRUE = ("1", "true", "yes", "on")
 _DRIVER_SLACK = 0.5  # seconds the drivers' connect timeouts exceed the Dial timeout
@@ -150,6 +156,24 @@ def _statement_error(exc: Exception) -> Exception:
         # clickhouse-driver packs parameters by column type and complains this way.
         return DatabaseError(f"clickhouse: bad parameter for this statement: {exc}")
     return exc
+
+
+@lru_cache(maxsize=256)
+def _placeholder_insert(sql: str) -> tuple[str, str, int] | None:
+    """For `INSERT INTO head VALUES (?, ?), ...` whose values are all placeholders: (head,
+    the statement clickhouse-driver takes with a row list, placeholders per row); else None.
+    Cached: a program writes the same few statements over and over."""
+    insert = _INSERT_VALUES.match(sql)
+    if insert is None or not _PLACEHOLDER_ROWS.fullmatch("".join(insert.group("rows").split())):
+        return None
+    head = insert.group("head")
+    width = insert.group("rows").split(")", 1)[0].count("?")
+    return head, f"INSERT INTO {head} VALUES", width
+
+
+def _unquote(name: str) -> str:
+    name = name.strip()
+    return name[1:-1] if len(name) > 1 and name[0] == name[-1] and name[0] in '`"' else name
 
 
 def _nothing() -> None:
@@ -318,6 +342,42 @@ class ClickhouseBackend(DatabaseBackend):
         except Exception as exc:
             raise _statement_error(exc) from None
 
+    async def execute_many(self, sql: str, rows: list[Sequence[Any]]) -> int:
+        try:
+            count: int = await self._in_worker(self._many, sql, rows)
+        except Exception as exc:
+            raise _statement_error(exc) from None
+        return count
+
+    def execute_many_blocking(self, sql: str, rows: list[Sequence[Any]]) -> int:
+        """The batch in the caller's thread (see `execute_blocking`)."""
+        try:
+            return self._many(sql, rows)
+        except Exception as exc:
+            raise _statement_error(exc) from None
+
+    def _many(self, sql: str, rows: list[Sequence[Any]]) -> int:
+        """`INSERT ... VALUES (?, ...)` as one block, the clients' own batch insert (typed by
+        the table's columns); any other statement once per row."""
+        client = self._client
+        if client is None:
+            raise DatabaseError("connection is closed")
+        bind(sql, tuple(rows[0]), "pyformat", EXTRA_PARAMETER_TYPES)
+        plan = _placeholder_insert(sql)
+        if plan is not None and plan[2] == len(rows[0]):
+            head = plan[0]
+            if self.kind == "tcp":
+                written: int = client.execute(plan[1], rows)
+                return written
+            target = _TABLE_AND_COLUMNS.match(head)
+            if target:
+                columns = target.group("columns")
+                names = [_unquote(name) for name in columns.split(",")] if columns else "*"
+                summary = client.insert(target.group("table"), rows, column_names=names)
+                return int(summary.written_rows)
+        run = self._native if self.kind == "tcp" else self._connect_client
+        return sum(run(sql, tuple(row))["rowcount"] for row in rows)
+
     async def close(self) -> None:
         client, self._client = self._client, None
         executor, self._executor = self._executor, None
@@ -351,12 +411,11 @@ class ClickhouseBackend(DatabaseBackend):
         query = sql
         if params:
             query = bind(sql, params, "pyformat", EXTRA_PARAMETER_TYPES)
-            insert = _INSERT_VALUES.match(sql)
-            if insert and _PLACEHOLDER_ROWS.fullmatch("".join(insert.group("rows").split())):
-                width = insert.group("rows").split(")", 1)[0].count("?")
+            plan = _placeholder_insert(sql)
+            if plan is not None:
+                _, statement, width = plan
                 data = [params[i : i + width] for i in range(0, len(params), width)]
-                written = client.execute(f"INSERT INTO {insert.group('head')} VALUES", data)
-                return status_result(written)
+                return status_result(client.execute(statement, data))
             values = {f"p{i}": value for i, value in enumerate(params)}
             query = client.substitute_params(query, values, client.connection.context)
         known_rows = None

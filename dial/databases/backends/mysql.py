@@ -6,14 +6,18 @@
 
 The connection runs in autocommit mode (each `exec` commits, as with the Go driver);
 `BEGIN`/`COMMIT` in SQL still group statements. `?` placeholders become `%s`.
+`exec_many` sends an INSERT's rows as multi-row INSERTs, like aiomysql's `executemany`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import math
 import os
 import re
 import socket
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -21,11 +25,20 @@ import aiomysql
 import pymysql
 from pymysql.charset import charset_by_name
 from pymysql.constants import SERVER_STATUS
+from pymysql.cursors import RE_INSERT_VALUES
 
 from ...address import Address, redact
-from ...errors import AddressError, ConnectError, DatabaseError
-from ..interfaces import DatabaseBackend, socket_has_input
-from ..sql import Result, bind, listify, rows_result, status_result
+from ...errors import AddressError, ArgumentError, ConnectError, DatabaseError
+from ..interfaces import DatabaseBackend, input_probe
+from ..sql import (
+    PARAMETER_TYPES,
+    Result,
+    bind,
+    listify,
+    rows_result,
+    status_result,
+    translate,
+)
 
 __all__ = ["MysqlBackend", "parse_mysql_target"]
 
@@ -61,6 +74,11 @@ _BYTES_LIKE = (bytes, bytearray, memoryview)
 # lost at a system error (2055), and a packet over max_allowed_packet (1153), after which the
 # server closes the link (its reset may arrive after the answer, when alive() cannot tell yet).
 _DISCONNECTS = frozenset({1153, 2006, 2013, 2055})
+#: aiomysql's `Cursor.max_stmt_length`: a multi-row INSERT of a batch stays below this many
+#: characters (at most 4 bytes each in utf8mb4: below even an old server's 4 MiB
+#: max_allowed_packet).
+MAX_STATEMENT_CHARS = 1024000
+_BOUND_TYPES = (*PARAMETER_TYPES, dt.timedelta)
 
 
 class _QuietCursor(aiomysql.Cursor):  # type: ignore[misc]  # untyped library
@@ -153,12 +171,71 @@ def parse_mysql_target(target: str) -> dict[str, Any]:
     return kwargs
 
 
+def _row_literals(connection: aiomysql.Connection, row: Sequence[Any]) -> tuple[str, ...]:
+    """A row's parameters as SQL literals, exactly as pymysql escapes them (bytes-likes as
+    binary, see `MysqlBackend._literal`), with the common types written here directly: this
+    runs once per value of every row, where pymysql's generic dispatch costs twice as much."""
+    escape_string = connection.escape_string
+    literals: list[str] = []
+    append = literals.append
+    for index, value in enumerate(row, 1):
+        kind = type(value)
+        if kind is int:
+            append(str(value))
+        elif kind is str:
+            append("'" + escape_string(value) + "'")
+        elif kind is float and math.isfinite(value):
+            text = repr(value)
+            append(text if "e" in text else text + "e0")
+        elif value is None:
+            append("NULL")
+        else:
+            if not isinstance(value, _BOUND_TYPES):
+                raise ArgumentError(f"parameter {index}: unsupported type {kind.__name__}")
+            append(MysqlBackend._literal(connection, index, value))
+    return tuple(literals)
+
+
+def _batch_row_literals(
+    connection: aiomysql.Connection, rows: list[Sequence[Any]], number: int
+) -> tuple[str, ...]:
+    """`_row_literals` of `rows[number]`, a refusal naming the row."""
+    try:
+        return _row_literals(connection, rows[number])
+    except (ArgumentError, DatabaseError) as exc:
+        raise type(exc)(f"row {number + 1}: {exc}") from None
+
+
+def _batch_statements(
+    connection: aiomysql.Connection, template: str, rows: list[Sequence[Any]]
+) -> list[str]:
+    """The statements a batch sends: multi-row INSERTs (what aiomysql's `executemany` does,
+    at its size limit) or, for any other statement, one per row."""
+    insert = RE_INSERT_VALUES.match(template)
+    if insert is None or insert.group(2).count("%s") != len(rows[0]):  # placeholders elsewhere
+        return [template % _batch_row_literals(connection, rows, n) for n in range(len(rows))]
+    prefix, values = insert.group(1) % (), insert.group(2).rstrip()
+    postfix = (insert.group(3) or "") % ()
+    statements: list[str] = []
+    parts: list[str] = []
+    size = limit = MAX_STATEMENT_CHARS - len(prefix) - len(postfix)
+    for number in range(len(rows)):
+        part = values % _batch_row_literals(connection, rows, number)
+        if parts and len(part) + 1 > size:
+            statements.append(f"{prefix}{','.join(parts)}{postfix}")
+            parts, size = [], limit
+        parts.append(part)
+        size -= len(part) + 1
+    statements.append(f"{prefix}{','.join(parts)}{postfix}")
+    return statements
+
+
 class MysqlBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
         self.settings = parse_mysql_target(address.target)
         self._connection: aiomysql.Connection | None = None
-        self._socket: Any = None
+        self._has_input = input_probe(None)
         self._cursor: _QuietCursor | None = None  # one per connection, reused
 
     @property
@@ -185,11 +262,13 @@ class MysqlBackend(DatabaseBackend):
         except OSError as exc:
             raise ConnectError(f"{self.where}: {exc.strerror or exc}") from None
         writer = getattr(self._connection, "_writer", None)
-        self._socket = writer.get_extra_info("socket") if writer is not None else None
+        self._has_input = input_probe(
+            writer.get_extra_info("socket") if writer is not None else None
+        )
 
     def pending_input(self) -> bool:
         """Bytes (a server's goodbye, an EOF) arrived while no statement ran."""
-        return self._connection is not None and socket_has_input(self._socket)
+        return self._connection is not None and self._has_input()
 
     def in_transaction(self) -> bool:
         connection = self._connection
@@ -225,9 +304,11 @@ class MysqlBackend(DatabaseBackend):
         query = sql
         if params:
             # Bound here, before anything is sent: a bad parameter leaves the link alone.
-            template = bind(sql, params, "format", (dt.timedelta,))
-            literal = self._literal
-            query = template % tuple(literal(connection, i, v) for i, v in enumerate(params, 1))
+            query = translate(sql, params, "format") % _row_literals(connection, params)
+        return await self._run(connection, query)
+
+    async def _run(self, connection: aiomysql.Connection, query: str) -> Result:
+        """One statement, parameters already in it, on this link."""
         try:
             cursor = self._cursor
             if cursor is None or cursor._connection is not connection:
@@ -243,8 +324,8 @@ class MysqlBackend(DatabaseBackend):
             finally:
                 # Read any further result sets now, as closing a cursor would: the link must
                 # be idle between statements.
-                while await cursor.nextset():
-                    pass
+                while cursor._result is not None and cursor._result.has_next:
+                    await cursor.nextset()
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
             message = exc.args[1] if len(exc.args) > 1 else str(exc)
@@ -256,6 +337,40 @@ class MysqlBackend(DatabaseBackend):
         except (OSError, RuntimeError) as exc:
             connection.close()
             raise DatabaseError(f"mysql: connection lost: {exc}") from None
+
+    async def execute_many(self, sql: str, rows: list[Sequence[Any]]) -> int:
+        """aiomysql's batch path, done here so that parameters bind exactly as in `exec`: an
+        `INSERT/REPLACE ... VALUES (...)` becomes multi-row INSERTs of up to
+        `MAX_STATEMENT_CHARS`; any other statement runs once per row. More than one statement
+        runs in a transaction (unless one is open): all rows or none (InnoDB)."""
+        connection = self._connection
+        if connection is None:
+            raise DatabaseError("connection is closed")
+        template = bind(sql, tuple(rows[0]), "format", (dt.timedelta,))
+        statements = _batch_statements(connection, template, rows)
+        if len(statements) == 1:
+            return await self._run_status(connection, statements[0])
+        own = not self.in_transaction()
+        total = 0
+        if own:
+            await self._run_status(connection, "BEGIN")
+        try:
+            for statement in statements:
+                total += await self._run_status(connection, statement)
+        except BaseException:
+            if own and self.alive():
+                with contextlib.suppress(DatabaseError):
+                    await self._run_status(connection, "ROLLBACK")
+            raise
+        if own:
+            await self._run_status(connection, "COMMIT")
+        return total
+
+    async def _run_status(self, connection: aiomysql.Connection, query: str) -> int:
+        """One statement that returns no rows: its affected-row count."""
+        result = await self._run(connection, query)
+        count: int = result.get("rowcount", 0)
+        return count
 
     def abort(self) -> None:
         connection, self._connection = self._connection, None
