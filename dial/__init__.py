@@ -33,6 +33,7 @@ __all__ = [
     "__version__",
     "database",
     "last_error",
+    "pipe",
     "stream",
     "wait",
 ]
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         last_error,
     )
     from .link import Link
+    from .pipe import pipe
     from .select import wait
 
 # name -> module that defines it; imported on first use, so `import dial` costs nothing.
@@ -74,6 +76,7 @@ _LAZY = {
     "last_error": "errors",
     "Link": "link",
     "wait": "select",
+    "pipe": "pipe",
 }
 
 

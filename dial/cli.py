@@ -1,13 +1,15 @@
 """The `dial` command: read, write and query any address from a shell; run the simulator.
 
-    dial read ADDRESS [-n N] [--timeout MS] [--json]
+    dial read ADDRESS [-n N] [--timeout MS] [--json] [--offset O] [--eof]
     dial write ADDRESS MESSAGE...          (no MESSAGE: one message per stdin line)
+    dial pipe SRC DST [--key FIELD] [--table NAME] [-n N] [--status]
     dial exec ADDRESS SQL [--json]
     dial simulate [binance|okx|huobi|all] [--port P] [--rate R]
 
-Errors are one line on stderr and a non-zero exit status: 1 for a failure, 2 for bad usage,
-130 for Ctrl-C. Messages go to stdout; the live status line (when stderr is a terminal) and
-notes go to stderr, so `dial read ... > file` captures only the data.
+Errors are one line on stderr and a non-zero exit status: 1 for a failure, 2 for bad usage
+(for `pipe` also a bad address), 130 for Ctrl-C. Messages go to stdout; the live status line
+(when stderr is a terminal) and notes go to stderr, so `dial read ... > file` captures only
+the data.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ POLL_MS = 250  # read() slice while a status line is shown, so it keeps moving w
 
 class Failure(Exception):
     """A user-facing error: printed as one line, exit status 1."""
+
+
+class Usage(Failure):
+    """Bad usage (a bad address for `pipe`): printed as one line, exit status 2."""
 
 
 # -- output helpers --------------------------------------------------------------------------
@@ -102,23 +108,8 @@ def note(text: str) -> None:
     sys.stderr.flush()
 
 
-def _json_line(message: str | bytes) -> str:
-    """Every message as one JSON value: JSON text compacted, other text as a string,
-    binary as {"base64": ...}."""
+def _emit(message: str | bytes) -> None:
     if isinstance(message, bytes):
-        import base64
-
-        return json.dumps({"base64": base64.b64encode(message).decode()})
-    try:
-        return json.dumps(json.loads(message), ensure_ascii=False, separators=(",", ":"))
-    except ValueError:
-        return json.dumps(message, ensure_ascii=False)
-
-
-def _emit(message: str | bytes, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(_json_line(message) + "\n")
-    elif isinstance(message, bytes):
         sys.stdout.flush()
         sys.stdout.buffer.write(message + b"\n")
     else:
@@ -175,6 +166,82 @@ def _reconnects(address: str) -> bool:
         return False
 
 
+# -- read --json, --offset, --eof --------------------------------------------------------------
+
+
+def _read_address(args: argparse.Namespace) -> str:
+    """The address `read` dials: kcat's --offset written into the kafka query, and
+    meta=true for --json (every message with its envelope)."""
+    address: str = args.address
+    if args.offset is not None:
+        address = kafka_offset(address, args.offset)
+    if args.eof and _scheme(address).lower() != "kafka":
+        raise Failure("--eof (exit at the end of every partition) needs a kafka:// address")
+    if args.json:
+        from .errors import AddressError
+        from .pipe import with_options
+
+        try:
+            address = with_options(address, meta="true")
+        except AddressError:
+            pass  # Dial gives the precise reason
+    return address
+
+
+OFFSET_WORDS = frozenset({"beginning", "end", "earliest", "latest"})
+
+
+def kafka_offset(address: str, offset: str) -> str:
+    """`kafka://h/T?group=G|opts` with `offset=` in its query set to `offset`
+    (beginning|end|N|-N, as kcat's -o)."""
+    if _scheme(address).lower() != "kafka":
+        raise Failure("--offset applies to kafka:// addresses (kcat's -o)")
+    if offset not in OFFSET_WORDS and not offset.lstrip("-").isdigit():
+        raise Failure(f"--offset {offset!r}: expected beginning, end, N or -N")
+    head, bar, options = address.partition("|")
+    target, _, query = head.partition("?")
+    pairs = [pair for pair in query.split("&") if pair and not pair.startswith("offset=")]
+    return f"{target}?{'&'.join([*pairs, f'offset={offset}'])}{bar}{options}"
+
+
+def _end_check(connection: Connection) -> Any:
+    """`--eof`: a check that is true once every partition is read to its end and nothing
+    is left in the buffer."""
+    from .connection import session_of
+
+    session = session_of(connection)
+    at_end = getattr(session.transport, "at_end", None)
+    if at_end is None:
+        connection.close()
+        raise Failure("--eof: this kafka:// transport cannot tell where a partition ends")
+    buffer = session.buffer
+
+    def drained() -> bool:
+        return bool(at_end()) and len(buffer) == 0
+
+    return drained
+
+
+def _envelope_reader(connection: Connection) -> Any:
+    """read(wait) for --json: each message as its envelope's JSON line (kcat -J); None on
+    a timeout, "" for the disconnect marker, as read() gives them."""
+    from .address import redact
+    from .connection import session_of
+    from .pipe import envelope_for
+
+    session = session_of(connection)
+    source, read = redact(session.address.url), session.buffer.read
+
+    def take(wait: float | None) -> str | None:
+        item = read(wait)
+        if item is None or item == "":
+            return item
+        fields = envelope_for(item, source).as_dict()
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+
+    return take
+
+
 # -- verbs -----------------------------------------------------------------------------------
 
 
@@ -193,7 +260,10 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise Failure("-n must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
         raise Failure("--timeout must be a positive number of milliseconds")
-    connection = _stream(args.address, args.connect_timeout)
+    address = _read_address(args)
+    connection = _stream(address, args.connect_timeout)
+    at_end = _end_check(connection) if args.eof else None
+    take = _envelope_reader(connection) if args.json else connection.read
     reconnecting = _reconnects(args.address)
     status = StatusLine(
         connection, sys.stderr, _isatty(sys.stderr) and not args.quiet, notes=reconnecting
@@ -207,8 +277,10 @@ def cmd_read(args: argparse.Namespace) -> int:
                 if left <= 0:
                     raise Failure(f"no message within {args.timeout:g} ms")
                 wait = min(POLL_MS, max(left, 1))
-            message = connection.read(wait)
+            message = take(wait)
             if message is None:
+                if at_end is not None and at_end():
+                    return 0
                 status.refresh()
                 continue
             if message == "" and not connection.connected:
@@ -224,7 +296,7 @@ def cmd_read(args: argparse.Namespace) -> int:
                 note(f"disconnected: {reason}")
                 return 0
             status.clear()
-            _emit(message, args.json)
+            _emit(message)
             count += 1
             last_message_at = time.monotonic()
             status.refresh()
@@ -253,6 +325,106 @@ def cmd_write(args: argparse.Namespace) -> int:
     if _isatty(sys.stderr) and not args.quiet:
         note(f"sent {stats.messages_out} message(s), {stats.bytes_out:,} bytes")
     return 0
+
+
+class PipeStatus:
+    """`in 1,204 (48.0/s) | out 1,200 (47.5/s) | lag 4 | drops 0 | reconnects 0/0` on one
+    stderr line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.shown = False
+        self._last_at = time.monotonic()
+        self._last: Any = None
+
+    def show(self, progress: Any) -> None:
+        now = time.monotonic()
+        elapsed = max(now - self._last_at, 1e-9)
+        last = self._last or progress
+        rate_in = (progress.read - last.read) / elapsed if self._last else 0.0
+        rate_out = (progress.written - last.written) / elapsed if self._last else 0.0
+        self._last_at, self._last = now, progress
+        self.stream.write(
+            f"\r\x1b[Kin {progress.read:,} ({rate_in:,.1f}/s) | out {progress.written:,} "
+            f"({rate_out:,.1f}/s) | lag {progress.lag:,} | drops {progress.dropped:,} | "
+            f"replayed {progress.replayed:,} | reconnects "
+            f"{progress.source_reconnects}/{progress.sink_reconnects}"
+        )
+        self.stream.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def cmd_pipe(args: argparse.Namespace) -> int:
+    import threading
+
+    from .errors import AddressError, ArgumentError
+    from .pipe import Pipe, PipeError, json_field_key
+
+    source = args.src
+    if args.offset is not None:
+        source = kafka_offset(source, args.offset)
+    try:
+        pipe = Pipe(
+            source,
+            args.dst,
+            key=json_field_key(args.key) if args.key else None,
+            table=args.table,
+            batch=args.batch,
+            linger=args.linger / 1000.0,
+            count=args.n,
+            timeout=args.connect_timeout,
+            retry=args.retry,
+        )
+    except (AddressError, ArgumentError) as exc:
+        raise Usage(str(exc)) from None
+    interrupted: list[int] = []
+
+    def on_signal(number: int, _frame: Any) -> None:
+        interrupted.append(number)
+        pipe.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    outcome: list[Any] = []
+    worker = threading.Thread(target=_run_pipe, args=(pipe, outcome), name="dial-pipe")
+    worker.start()
+    status = PipeStatus(sys.stderr)
+    show = (args.status or _isatty(sys.stderr)) and not args.quiet
+    try:
+        while worker.is_alive():
+            worker.join(STATUS_EVERY)
+            if show and worker.is_alive():
+                status.show(pipe.progress())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        status.clear()
+    result = outcome[0]
+    if isinstance(result, PipeError):
+        if result.result is not None and not args.quiet:
+            note(f"pipe: {result.result.summary()}")
+        raise Failure(str(result))
+    if isinstance(result, (AddressError, ArgumentError)):
+        raise Usage(str(result))
+    if isinstance(result, BaseException):
+        raise result
+    if not args.quiet:
+        note(f"pipe: {result.summary()}")
+    if interrupted and interrupted[0] == signal.SIGINT:
+        return 130
+    return 0
+
+
+def _run_pipe(pipe: Any, outcome: list[Any]) -> None:
+    try:
+        outcome.append(pipe.run())
+    except BaseException as exc:  # handed to the main thread, which reports it
+        outcome.append(exc)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -372,6 +544,40 @@ stream options (after '|'):
 quote the address in the shell: it holds '|' and '&'."""
 
 
+PIPE_HELP = """\
+Move every message from SRC to DST, at least once, until Ctrl-C (or -n N messages).
+
+The source is read with its envelope (meta=true) and reconnects (reconnect=true) unless its
+address says otherwise. Where it can acknowledge (kafka with group=, nats with stream=,
+amqp) it is read with ack=manual, and a batch is acknowledged only once the sink has it: a
+confirmed write (confirm=true, added where the sink's transport confirms), an insert that
+returned, or for other streams the batch handed to the socket. A pipe killed and restarted
+re-reads what it had not acknowledged; "replayed" counts what it recognised as such (broker
+redelivery flags; for a database sink, offsets already in the table).
+
+A database DST gets batched inserts into --table, created if absent:
+  received_at timestamp (UTC), source text, topic text null, src_partition int null,
+  src_offset bigint null, key text null, payload text (non-UTF-8 bytes: base64)
+(ClickHouse: a MergeTree ordered by received_at.)
+
+While the sink is behind nothing is read: a broker holds its backlog; a feed that cannot wait
+(an exchange WebSocket) drops its oldest buffered messages, counted as drops.
+
+The status line (stderr, on a terminal or with --status): messages in and out with rates,
+lag (read or buffered, not yet written), drops, replayed, reconnects source/sink. A summary
+line follows at the end.
+
+exit status: 0 done (-n reached, or SIGTERM), 1 failure (an end could not be dialled, the
+source was lost without reconnect=true, the sink kept failing for --retry seconds),
+2 bad usage or a bad address, 130 Ctrl-C (after writing and acknowledging what was read)."""
+
+PIPE_EXAMPLES = """\
+  dial pipe 'ws://127.0.0.1:8765/ws/btcusdt@trade' kafka://127.0.0.1:9092/trades --key s
+  dial pipe 'kafka://127.0.0.1:9092/trades?group=rec' \\
+      'postgres://user=postgres dbname=test host=127.0.0.1' --table trades
+  dial pipe 'nats://127.0.0.1:4222?topic=ticks' ws://127.0.0.1:9000/in"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dial",
@@ -386,15 +592,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    def connect_options(command: argparse.ArgumentParser) -> None:
+    def connect_options(command: argparse.ArgumentParser, seconds: float = 10.0) -> None:
         command.add_argument(
             "--connect-timeout",
             type=_positive_float,
-            default=10.0,
+            default=seconds,
             metavar="S",
-            help="seconds allowed for connecting (default 10, at most 600)",
+            help=f"seconds allowed for connecting (default {seconds:g}, at most 600)",
         )
         command.add_argument("-q", "--quiet", action="store_true", help="no status on stderr")
+
+    def offset_option(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "-o",
+            "--offset",
+            metavar="O",
+            help="kafka: start at beginning, end, offset N or N from the end (-N); sets "
+            "offset= in the address (with group=: only where the group has no commit)",
+        )
 
     def verb(name: str, summary: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(
@@ -418,7 +633,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="fail when no message arrives for MS milliseconds",
     )
-    read.add_argument("--json", action="store_true", help="one JSON value per line")
+    read.add_argument("-c", "--count", type=int, dest="n", metavar="N", help="the same as -n")
+    read.add_argument(
+        "--json",
+        action="store_true",
+        help="each message as one JSON object with its envelope (source, kind, topic, "
+        "partition, offset, key, headers, ts, received_at, redelivered, payload), like "
+        "kcat -J",
+    )
+    offset_option(read)
+    read.add_argument(
+        "-e",
+        "--eof",
+        action="store_true",
+        help="kafka: exit 0 once every partition is read to its end (kcat -e)",
+    )
     connect_options(read)
     read.set_defaults(handler=cmd_read)
 
@@ -433,6 +662,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connect_options(write)
     write.set_defaults(handler=cmd_write)
+
+    pipe = sub.add_parser(
+        "pipe",
+        help="move every message from SRC to DST (a stream or a database table)",
+        description=PIPE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"{ADDRESS_HELP}\n\nexamples:\n{PIPE_EXAMPLES}",
+    )
+    pipe.add_argument("src", metavar="SRC", help="where to read from")
+    pipe.add_argument("dst", metavar="DST", help="where to write to: a stream or a database")
+    pipe.add_argument(
+        "--key",
+        metavar="FIELD",
+        help="the payload's JSON field (dotted path, e.g. s or data.s) as the Kafka key / "
+        "AMQP routing key",
+    )
+    pipe.add_argument(
+        "--table",
+        default="dial_messages",
+        metavar="NAME",
+        help="database sink: the table (created if absent; default dial_messages)",
+    )
+    pipe.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        metavar="N",
+        help="messages per sink write / confirmation round (default 500)",
+    )
+    pipe.add_argument(
+        "--linger",
+        type=_positive_float,
+        default=100.0,
+        metavar="MS",
+        help="how long a partial batch waits for more (default 100 ms)",
+    )
+    pipe.add_argument("-n", "--count", type=int, dest="n", metavar="N", help="stop after N")
+    pipe.add_argument(
+        "--retry",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds a failing sink is retried before the pipe gives up (default 30)",
+    )
+    offset_option(pipe)
+    pipe.add_argument(
+        "--status", action="store_true", help="show the status line even without a terminal"
+    )
+    # a restarted consumer-group member may wait for the broker to evict the killed one
+    connect_options(pipe, seconds=60.0)
+    pipe.set_defaults(handler=cmd_pipe)
 
     execute = verb(
         "exec",
@@ -532,6 +812,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler = getattr(args, "handler", None) or args.func  # dial.plugin.cli sets `func`
         return int(handler(args) or 0)
+    except Usage as exc:
+        note(f"error: {exc}")
+        return 2
     except Failure as exc:
         note(f"error: {exc}")
         return 1

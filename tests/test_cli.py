@@ -46,20 +46,23 @@ def test_read_prints_n_messages_and_exits_0(simulator: Simulator, capsys) -> Non
     assert all(json.loads(line)[0]["e"] == "24hrMiniTicker" for line in out)
 
 
-def test_read_json_gives_one_json_value_per_line(simulator: Simulator, capsys) -> None:
+def test_read_json_gives_one_envelope_per_line(simulator: Simulator, capsys) -> None:
     address = f"{simulator.url('okx')}|payload={OKX_SUB}"
     assert main(["read", address, "-n", "2", "--json"]) == 0
-    values = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert values[0]["event"] == "subscribe"
-    assert values[1]["arg"]["channel"] == "tickers"
+    envelopes = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [envelope["kind"] for envelope in envelopes] == ["text", "text"]
+    assert envelopes[0]["source"] == simulator.url("okx")
+    assert json.loads(envelopes[0]["payload"])["event"] == "subscribe"
+    assert json.loads(envelopes[1]["payload"])["arg"]["channel"] == "tickers"
 
 
 def test_read_json_wraps_text_and_binary(simulator: Simulator, capsys) -> None:
     # Huobi frames read without the gzip codec are binary: base64 in --json
     address = f'{simulator.url("huobi")}|payload={{"sub":"market.btcusdt.detail","id":"1"}}'
     assert main(["read", address, "-n", "1", "--json"]) == 0
-    value = json.loads(capsys.readouterr().out)
-    assert set(value) == {"base64"}
+    envelope = json.loads(capsys.readouterr().out)
+    assert envelope["kind"] == "binary" and "payload" not in envelope
+    assert envelope["payload_b64"]
 
 
 def test_read_bad_address_is_one_line(capsys) -> None:
