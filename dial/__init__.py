@@ -56,7 +56,7 @@ if TYPE_CHECKING:
         last_error,
     )
     from .link import Link
-    from .pipe import pipe
+    from .pipes import pipe
     from .select import wait
 
 # name -> module that defines it; imported on first use, so `import dial` costs nothing.
@@ -76,7 +76,7 @@ _LAZY = {
     "last_error": "errors",
     "Link": "link",
     "wait": "select",
-    "pipe": "pipe",
+    "pipe": "pipes",
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, Literal, overload
 
 from .address import redact
@@ -30,7 +30,15 @@ from .buffer import CAPACITY, Item, Message
 from .connection import OUTBOX_LIMIT, SessionView
 from .databases.connection import AsyncDatabaseConnection, DatabaseConnection
 from .dialer import Hook, dial_failed, resolve
-from .envelope import Envelope, envelope_of, needs_meta, payload_of, payloads_of
+from .envelope import (
+    Envelope,
+    HeadersArg,
+    envelope_of,
+    envelopes_of,
+    needs_meta,
+    payload_of,
+    payloads_of,
+)
 from .errors import remember
 from .link import AsyncLink, OnConnect
 from .select import ready, sessions_of
@@ -122,8 +130,7 @@ class AsyncConnection(SessionView):
     """`await read(timeout)`, `await write(data)`, `await close()`, `async for message in conn`."""
 
     def __init__(self, session: Session) -> None:
-        self._session = session
-        self._buffer = session.buffer
+        self._bind(session)
         self._loop = session.loop
         self._closed = False
         self._waiters: list[asyncio.Future[None]] = []
@@ -133,33 +140,44 @@ class AsyncConnection(SessionView):
         """As `Connection.read`: None waits for a message; -1 the oldest or None at once; -2
         the newest (the rest discarded) or None; N > 0 waits up to N ms. Down and drained:
         `""` at once."""
-        return payload_of(await self._read_item(timeout))
+        message = await self._read_item(timeout)
+        return payload_of(message) if self._meta else message  # type: ignore[return-value]
 
     async def read_message(self, timeout: int | float | None = None) -> Envelope | None:
         """As `Connection.read_message`: the next message with its `Envelope` (needs
-        `meta=true`); None when nothing came in time or the link is down and drained."""
+        `meta=true`); None when nothing came in time or the link is down and drained for
+        good. While a reconnect is due it waits for it (up to `timeout`)."""
         needs_meta(self._session.address, "read_message()")
-        return envelope_of(await self._read_item(timeout))
+        return envelope_of(await self._read_item(timeout, through_reconnect=True))
 
     async def ack(self, messages: Envelope | Iterable[Envelope]) -> None:
         """As `Connection.ack`: acknowledge messages read with `read_message()` (`ack=manual`)."""
-        await self._session.ack(messages)
+        envelopes = envelopes_of(messages)
+        self._session.check_ack()
+        await self._session.ack(envelopes)
 
-    async def _read_item(self, timeout: int | float | None) -> Item | None:
+    async def _read_item(
+        self, timeout: int | float | None, *, through_reconnect: bool = False
+    ) -> Item | None:
+        """The next buffered item. Down and drained: `""` at once, or with
+        `through_reconnect` (and a reconnect due) a wait for the link to come back."""
         buffer = self._buffer
         milliseconds = None if timeout is None else read_timeout(timeout)
         if milliseconds is not None and milliseconds < 0:
             return buffer.read(milliseconds)
         message = buffer.read(-1)
-        if message is not None:
+        if message is not None and not (message == "" and through_reconnect):
             return message
         deadline = None if milliseconds is None else time.monotonic() + milliseconds / 1000.0
         while True:
+            waiting = through_reconnect and self._waits_for_reconnect()
+            if message == "" and not waiting:
+                return message
             if deadline is not None and deadline <= time.monotonic():
                 return None
-            await self._changed(deadline)
+            await self._changed(deadline, through_reconnect=waiting)
             message = buffer.read(-1)
-            if message is not None:
+            if message is not None and message != "":
                 return message
 
     async def read_many(
@@ -173,7 +191,7 @@ class AsyncConnection(SessionView):
         milliseconds = None if timeout is None else batch_timeout(timeout)
         batch = buffer.read_many(limit, -1)
         if batch or (milliseconds is not None and milliseconds < 0):
-            return payloads_of(batch)
+            return payloads_of(batch) if self._meta else batch  # type: ignore[return-value]
         deadline = None if milliseconds is None else time.monotonic() + milliseconds / 1000.0
         while True:
             if deadline is not None and deadline <= time.monotonic():
@@ -181,7 +199,7 @@ class AsyncConnection(SessionView):
             await self._changed(deadline)
             batch = buffer.read_many(limit, -1)
             if batch:
-                return payloads_of(batch)
+                return payloads_of(batch) if self._meta else batch  # type: ignore[return-value]
 
     async def _changed(self, deadline: float | None, *, through_reconnect: bool = False) -> None:
         """Sleep until a message arrives, the link drops (unless `through_reconnect`: then
@@ -220,7 +238,7 @@ class AsyncConnection(SessionView):
         timeout: float | None = None,
         *,
         key: str | bytes | None = None,
-        headers: Mapping[str, str | bytes] | None = None,
+        headers: HeadersArg | None = None,
     ) -> int:
         """Send one message; its size in bytes, or 0 when the link is down or closed. The
         message is queued in order and sent by the session; waits only when `OUTBOX_LIMIT`
@@ -232,9 +250,9 @@ class AsyncConnection(SessionView):
             message, size = self._outgoing(data, key, headers)
             wait = None if timeout is None else write_timeout(timeout)
             return 0 if await session.write_confirmed_async(message, wait) else size
+        message, size = self._outgoing(data, key, headers)
         if session.state != "open":
             return 0
-        message, size = self._outgoing(data, key, headers)
         wait = None if timeout is None else write_timeout(timeout)
         if session.pending() >= OUTBOX_LIMIT:
             deadline = None if wait is None else time.monotonic() + wait
@@ -268,7 +286,8 @@ class AsyncConnection(SessionView):
     async def __anext__(self) -> Message:
         """The next message; waits through reconnects, stops when closed or down for good."""
         try:
-            return payload_of(self._buffer.take())  # type: ignore[return-value]  # hot path
+            item = self._buffer.take()  # the hot path: already buffered
+            return payload_of(item) if self._meta else item  # type: ignore[return-value]
         except IndexError:
             pass
         while True:

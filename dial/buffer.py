@@ -346,10 +346,11 @@ class MessageBuffer:
         `deadline` (time.monotonic()) passes with neither (False). Takes nothing."""
         return self._park(deadline, lambda: bool(self._items) or not self.connected)
 
-    def wait_for_message(self, stop: Callable[[], bool]) -> None:
+    def wait_for_message(self, stop: Callable[[], bool], deadline: float | None = None) -> bool:
         """Block until a message is buffered or `stop()` is true, through disconnects (for
-        iterators waiting out a reconnect). A disconnect or close wakes it to look again."""
-        self._park(None, lambda: bool(self._items) or stop())
+        readers waiting out a reconnect), or until `deadline` (False). A disconnect or close
+        wakes it to look again."""
+        return self._park(deadline, lambda: bool(self._items) or stop())
 
     def _park(self, deadline: float | None, ready: Callable[[], bool]) -> bool:
         items = self._items

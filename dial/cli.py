@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
@@ -179,7 +179,7 @@ def _read_address(args: argparse.Namespace) -> str:
         raise Failure("--eof (exit at the end of every partition) needs a kafka:// address")
     if args.json:
         from .errors import AddressError
-        from .pipe import with_options
+        from .pipes import with_options
 
         try:
             address = with_options(address, meta="true")
@@ -227,7 +227,7 @@ def _envelope_reader(connection: Connection) -> Any:
     a timeout, "" for the disconnect marker, as read() gives them."""
     from .address import redact
     from .connection import session_of
-    from .pipe import envelope_for
+    from .pipes import envelope_for
 
     session = session_of(connection)
     source, read = redact(session.address.url), session.buffer.read
@@ -364,7 +364,7 @@ def cmd_pipe(args: argparse.Namespace) -> int:
     import threading
 
     from .errors import AddressError, ArgumentError
-    from .pipe import Pipe, PipeError, json_field_key
+    from .pipes import Pipe, PipeError, json_field_key
 
     source = args.src
     if args.offset is not None:
@@ -804,11 +804,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 2
-    logger = logging.getLogger("dial")
-    saved_level = logger.level
-    if args.command != "plugin":  # `dial plugin` sets up logging itself (--log-level)
-        logging.basicConfig(format="dial: %(message)s", stream=sys.stderr)
-        logger.setLevel(logging.INFO if args.verbose else logging.CRITICAL)  # we report errors
+    # `dial plugin` sets up logging itself (--log-level)
+    restore_logging = None if args.command == "plugin" else _cli_logging(args.verbose)
     try:
         handler = getattr(args, "handler", None) or args.func  # dial.plugin.cli sets `func`
         return int(handler(args) or 0)
@@ -831,7 +828,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         note(f"error: {describe_error(exc)}")
         return 1
     finally:
-        logger.setLevel(saved_level)
+        if restore_logging is not None:
+            restore_logging()
+
+
+def _cli_logging(verbose: bool) -> Callable[[], None]:
+    """Without -v stderr carries only our own one-line reasons (`note`): dialkit's logger
+    and every library's (aiokafka, nats, aiormq, ...) stay quiet, also Python's last-resort
+    handler. With -v: dialkit at INFO and the libraries' warnings, each line naming its
+    logger. Returns the function that puts the previous configuration back."""
+    root, ours = logging.getLogger(), logging.getLogger("dial")
+    saved_level = ours.level
+    handler: logging.Handler
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        ours.setLevel(logging.INFO)
+    else:
+        handler = logging.NullHandler()  # a handler on root: no last-resort printing
+        ours.setLevel(logging.CRITICAL)  # failures are reported once, by us
+    root.addHandler(handler)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        ours.setLevel(saved_level)
+
+    return restore
 
 
 if __name__ == "__main__":  # pragma: no cover

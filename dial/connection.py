@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .address import redact
-from .buffer import CAPACITY, Message, MessageBuffer
+from .buffer import CAPACITY, DISCONNECTED, Message, MessageBuffer
 from .envelope import (
     Envelope,
+    HeadersArg,
     Record,
     envelope_of,
+    envelopes_of,
     needs_meta,
     payload_of,
     payloads_of,
@@ -29,7 +31,7 @@ from .envelope import (
 from .errors import ArgumentError
 from .reactor import reactor
 from .session import Session
-from .validation import batch_limit, outgoing, write_timeout
+from .validation import batch_limit, outgoing, read_timeout, write_timeout
 
 __all__ = ["Connection", "SessionView", "Stats", "session_of"]
 
@@ -88,18 +90,32 @@ class SessionView:
     def stats(self) -> Stats:
         return session_stats(self._session)
 
+    def _bind(self, session: Session) -> None:
+        """What both connection objects read off the session once, for their hot paths."""
+        self._session = session
+        self._buffer = session.buffer
+        self._meta = session.address.options.meta  # the buffer holds Envelopes
+        self._refusal = session.transport.write_refusal()
+
+    def _waits_for_reconnect(self) -> bool:
+        """A drained, down link that will come back: wait for it rather than spin."""
+        session = self._session
+        return session.address.options.reconnect and session.state not in ("closed", "open")
+
     def _outgoing(
         self,
         data: object,
         key: str | bytes | None,
-        headers: Mapping[str, str | bytes] | None,
+        headers: HeadersArg | None,
     ) -> tuple[Message | Record, int]:
-        """`write()`'s arguments as what the session queues, and the payload's size."""
+        """`write()`'s arguments as what the session queues, and the payload's size; checked
+        whether or not the link is up, so a bad write fails the same way either way."""
         message, size = outgoing(data)
+        if self._refusal is not None:
+            raise ArgumentError(f"write() refused: {self._refusal}")
+        if key is None and headers is None:
+            return message, size
         transport = self._session.transport
-        refusal = transport.write_refusal()
-        if refusal is not None:
-            raise ArgumentError(f"write() refused: {refusal}")
         return record_of(
             message,
             key,
@@ -137,8 +153,7 @@ class Connection(SessionView):
     """A live link: `read(timeout)`, `write(data)`, `close()`; a context manager."""
 
     def __init__(self, session: Session) -> None:
-        self._session = session
-        self._buffer = session.buffer
+        self._bind(session)
         self._closed = False
         # A connection dropped without close() must not leave its socket and tasks behind.
         weakref.finalize(self, _close_abandoned, session)
@@ -148,20 +163,48 @@ class Connection(SessionView):
     def read(self, timeout: int | float | None = None) -> Message | None:
         """None: block until a message; -1: oldest or None at once; -2: newest, discarding
         the rest, or None; N > 0: wait up to N ms. Disconnected and drained: "" at once."""
-        return payload_of(self._buffer.read(timeout))
+        message = self._buffer.read(timeout)
+        return payload_of(message) if self._meta else message  # type: ignore[return-value]
 
     def read_message(self, timeout: int | float | None = None) -> Envelope | None:
         """As `read()`, with the message's `Envelope` (topic, partition, offset, key,
         headers, timestamps); needs `meta=true` in the address. None when nothing came in
-        time or the link is down and drained (`connected` tells which)."""
+        time, or once the link is down and drained for good (`connected` tells which).
+        While a reconnect is due it waits for it (up to `timeout`) instead of returning at
+        once, so a `while True: read_message()` loop does not spin."""
         needs_meta(self._session.address, "read_message()")
-        return envelope_of(self._buffer.read(timeout))
+        buffer = self._buffer
+        item = buffer.read(timeout)
+        if item != DISCONNECTED or not self._waits_for_reconnect():
+            return envelope_of(item)
+        milliseconds = None if timeout is None else read_timeout(timeout)
+        if milliseconds is not None and milliseconds < 0:
+            return None
+        deadline = None if milliseconds is None else time.monotonic() + milliseconds / 1000.0
+        while buffer.wait_for_message(lambda: not self._waits_for_reconnect(), deadline):
+            item = buffer.read(-1)
+            if item is not None and item != DISCONNECTED:
+                return envelope_of(item)
+            if not self._waits_for_reconnect():
+                return None
+        return None
 
     def ack(self, messages: Envelope | Iterable[Envelope], timeout: float = 10.0) -> None:
         """Acknowledge messages read with `read_message()` (`ack=manual`): the broker then
         never delivers them again. Until then a reconnect, restart or rebalance redelivers
-        them (at least once). Raises ConnectionError when the link is down."""
-        reactor.call(self._session.ack(messages), timeout)
+        them (at least once). Kafka commits by partition: acknowledging an offset also
+        acknowledges the earlier ones of its partition. Raises ConnectionError when the link
+        is down, ArgumentError for envelopes this connection did not read, TimeoutError when
+        the broker did not answer within `timeout` s (the ack may still have been applied)."""
+        envelopes = envelopes_of(messages)
+        self._session.check_ack()
+        seconds = write_timeout(timeout)
+        try:
+            reactor.call(self._session.ack(envelopes), seconds)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise TimeoutError(
+                f"ack() not confirmed within {seconds:g} s; it may still have been applied"
+            ) from None
 
     def read_many(self, max: int = CAPACITY, timeout: int | float | None = None) -> list[Message]:
         """Everything buffered (up to `max` messages), oldest first, in one call: a hot loop
@@ -172,8 +215,8 @@ class Connection(SessionView):
         when nothing came in time, and `[""]` - `read()`'s disconnect marker as the only
         element - once the link is down (or closed) and the buffer drained; messages buffered
         before a loss still come first. -2 is refused: use `read(-2)` for the newest."""
-        limit = batch_limit(max)
-        return payloads_of(self._buffer.read_many(limit, timeout))
+        batch = self._buffer.read_many(batch_limit(max), timeout)
+        return payloads_of(batch) if self._meta else batch  # type: ignore[return-value]
 
     def __iter__(self) -> Iterator[Message]:
         """`for message in conn:` every message, oldest first, blocking while none is
@@ -197,7 +240,7 @@ class Connection(SessionView):
                 else:
                     buffer.wait_for_message(closed)  # through the reconnect
                 continue
-            yield payload_of(message)  # type: ignore[misc]  # never None here
+            yield payload_of(message) if self._meta else message  # type: ignore[misc]
 
     def write(
         self,
@@ -205,7 +248,7 @@ class Connection(SessionView):
         timeout: float | None = None,
         *,
         key: str | bytes | None = None,
-        headers: Mapping[str, str | bytes] | None = None,
+        headers: HeadersArg | None = None,
     ) -> int:
         """Send one message; returns its size in bytes, or 0 when it cannot be sent.
 
@@ -224,9 +267,9 @@ class Connection(SessionView):
             message, size = self._outgoing(data, key, headers)
             wait = None if timeout is None else write_timeout(timeout)
             return 0 if session.write_confirmed(message, wait) else size
+        message, size = self._outgoing(data, key, headers)
         if session.state != "open":
             return 0
-        message, size = self._outgoing(data, key, headers)
         wait = None if timeout is None else write_timeout(timeout)
         if session.pending() >= OUTBOX_LIMIT and not self._wait_for_room(wait):
             return 0

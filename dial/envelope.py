@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,10 @@ from .errors import ArgumentError
 __all__ = [
     "Envelope",
     "Headers",
+    "HeadersArg",
     "Record",
     "envelope_of",
+    "envelopes_of",
     "headers_of",
     "needs_meta",
     "payload_of",
@@ -98,14 +100,29 @@ class Record:
         return len(self.value.encode() if isinstance(self.value, str) else self.value)
 
 
-def headers_of(headers: Mapping[str, str | bytes] | None) -> Headers:
+#: what `write(headers=...)` takes: a dict, or (name, value) pairs such as an envelope's
+#: `headers` (the only way to give a Kafka header twice)
+HeadersArg = Mapping[str, str | bytes] | Sequence[tuple[str, str | bytes]]
+
+
+def headers_of(headers: HeadersArg | None) -> Headers:
     """`write()`'s headers argument as a `Headers` tuple; TypeError for anything else."""
     if headers is None:
         return ()
-    if not isinstance(headers, Mapping):
-        raise TypeError(f"write() headers must be a dict of str to str/bytes, not {headers!r}")
+    if isinstance(headers, Mapping):
+        pairs: Iterable[Any] = headers.items()
+    elif isinstance(headers, Sequence) and not isinstance(headers, str | bytes):
+        pairs = headers
+    else:
+        raise TypeError(
+            f"write() headers must be a dict of str to str/bytes (or (name, value) pairs), "
+            f"not {headers!r}"
+        )
     out = []
-    for name, value in headers.items():
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"write() headers: expected (name, value) pairs, got {pair!r}")
+        name, value = pair
         if not isinstance(name, str) or not name:
             raise TypeError(f"write() header names must be non-empty str, not {name!r}")
         if isinstance(value, str):
@@ -155,7 +172,7 @@ def needs_meta(address: Address, call: str) -> None:
 def record_of(
     message: Message,
     key: str | bytes | None,
-    headers: Mapping[str, str | bytes] | None,
+    headers: HeadersArg | None,
     *,
     scheme: str,
     accepted: frozenset[str],
@@ -173,7 +190,23 @@ def record_of(
                 "amqp:// routing keys; headers: kafka://, nats://, amqp://)"
             )
     if isinstance(key, str):
-        key = key.encode()
+        key = key.encode("utf-8", "surrogateescape")  # a key read from an envelope goes back
+    elif isinstance(key, bytearray | memoryview):
+        key = bytes(key)
     elif key is not None and not isinstance(key, bytes):
         raise TypeError(f"write() key must be str or bytes, not {type(key).__name__}")
     return Record(message, key, headers_of(headers))
+
+
+def envelopes_of(messages: object) -> tuple[Envelope, ...]:
+    """`ack()`'s argument as a tuple of envelopes, taken in the caller's thread (a generator
+    that reads the connection must not run on the reactor); TypeError for anything else."""
+    if type(messages) is Envelope:
+        return (messages,)
+    if isinstance(messages, str | bytes) or not isinstance(messages, Iterable):
+        raise TypeError(f"ack() takes envelopes from read_message(), not {messages!r}")
+    envelopes = tuple(messages)
+    for envelope in envelopes:
+        if type(envelope) is not Envelope:
+            raise TypeError(f"ack() takes envelopes from read_message(), not {envelope!r}")
+    return envelopes

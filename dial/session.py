@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from .address import Address, redact
@@ -464,18 +464,16 @@ class Session(Receiver):
         else:
             self.buffer.set_intercept(lambda message: any(take(message) for take in chain))
 
-    async def ack(self, messages: Envelope | Iterable[Envelope]) -> None:
-        """Acknowledge received messages to the broker (`ack=manual`, see `Connection.ack`)."""
-        options = self.address.options
-        if options.ack != "manual":
+    def check_ack(self) -> None:
+        if self.address.options.ack != "manual":
             raise ArgumentError(
                 "ack() needs ack=manual in the address (otherwise dialkit acknowledges each "
                 "message itself once it is buffered)"
             )
-        envelopes = [messages] if type(messages) is Envelope else list(messages)  # type: ignore[arg-type]
-        for envelope in envelopes:
-            if type(envelope) is not Envelope:
-                raise TypeError(f"ack() takes envelopes from read_message(), not {envelope!r}")
+
+    async def ack(self, envelopes: tuple[Envelope, ...]) -> None:
+        """Acknowledge received messages to the broker (`ack=manual`, see `Connection.ack`);
+        `envelopes` checked by `envelopes_of` and `check_ack` in the caller's thread."""
         if not envelopes:
             return
         if self.state != "open":
@@ -631,6 +629,39 @@ class Session(Receiver):
     async def _confirmed_all(self) -> None:
         while self._unconfirmed:
             await asyncio.sleep(0.01)
+
+    def confirm_many(
+        self, data: Sequence[Message | Record], settle: Callable[[str | None], None]
+    ) -> Callable[[str], None]:
+        """Queue every item as a confirmed write, in order, from any thread, without waiting
+        (`dial.pipe` keeps several batches in flight this way). `settle` is called once per
+        item on the loop thread: None once confirmed, else why not. Returns `give_up(reason)`,
+        callable from any thread: whatever is still unanswered fails with `reason`, and what
+        is still queued is never sent."""
+        items = [_Confirm(item, settle) for item in data]
+        for item in items:
+            self.enqueue(item)
+
+        def give_up_all() -> None:
+            for item in items:
+                self._give_up(item, reason_given[0])
+
+        reason_given = [""]
+
+        def give_up(reason: str) -> None:
+            reason_given[0] = reason
+            loop = self._loop
+            try:
+                if loop is None or loop.is_closed():
+                    raise RuntimeError("no loop")
+                loop.call_soon_threadsafe(give_up_all)
+            except RuntimeError:  # the loop is gone: nothing will answer any more
+                for item in items:
+                    if not item.settled:
+                        item.settled = True
+                        settle(reason)
+
+        return give_up
 
     def _give_up(self, item: _Confirm, reason: str) -> None:
         """The writer stopped waiting (loop thread): it was told `reason`; a message still

@@ -389,3 +389,39 @@ def test_installed_entry_point(simulator: Simulator) -> None:
     result = run([str(dial), "read", simulator.url("binance"), "-n", "1"])
     assert result.returncode == 0
     assert "24hrMiniTicker" in result.stdout
+
+
+# -- library logs ---------------------------------------------------------------------------------
+
+
+def _pipe_into_a_closed_kafka_port(*flags: str) -> subprocess.CompletedProcess[str]:
+    """aiokafka logs its own "Unable connect" error when the broker is not there."""
+    sink = f"kafka://127.0.0.1:{free_port()}/t"
+    command = [*DIAL, *flags, "pipe", "ws://127.0.0.1:1/x", sink, "--connect-timeout", "5"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_library_logs_stay_off_stderr_without_verbose() -> None:
+    result = _pipe_into_a_closed_kafka_port()
+    assert result.returncode == 1
+    line = one_error_line(result.stderr)
+    assert "cannot reach the broker" in line
+    assert "Unable connect" not in result.stderr
+
+
+def test_verbose_shows_library_logs_with_their_logger_name() -> None:
+    result = _pipe_into_a_closed_kafka_port("-v")
+    assert result.returncode == 1
+    assert "aiokafka: Unable connect" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("dial: error: ")
+
+
+def test_main_leaves_logging_as_it_found_it(capsys) -> None:
+    import logging
+
+    root, ours = logging.getLogger(), logging.getLogger("dial")
+    handlers, level = list(root.handlers), ours.level
+    main(["-v", "read", "ws://127.0.0.1:1/x", "-n", "1", "--connect-timeout", "1"])
+    main(["read", "ws://127.0.0.1:1/x", "-n", "1", "--connect-timeout", "1"])
+    assert root.handlers == handlers
+    assert ours.level == level

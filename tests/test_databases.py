@@ -4,6 +4,7 @@ address forms, fd() handles, bad inputs and leaks. Real servers only (tests/serv
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
 import os
@@ -416,6 +417,45 @@ def test_server_side_kill_is_survived(postgres_server, mariadb_server):  # noqa:
     finally:
         for conn in (pg, my, killer_pg, killer_my):
             conn.close()
+
+
+@pytest.fixture
+def wait_for_as_on_python_312(monkeypatch):
+    """`asyncio.wait_for` that, like Python 3.12's (built on asyncio.timeout), refuses to
+    run outside a task: the databases' own code must never call it where there is none."""
+    original = asyncio.wait_for
+
+    async def wait_for(awaitable, timeout):
+        if asyncio.current_task() is None:
+            raise RuntimeError("Timeout should be used inside a task")
+        return await original(awaitable, timeout)
+
+    monkeypatch.setattr(asyncio, "wait_for", wait_for)
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_a_reconnect_from_the_fast_statement_path_runs_in_a_task(
+    kind,
+    wait_for_as_on_python_312,
+    postgres_server,  # noqa: F811
+    mariadb_server,  # noqa: F811
+):
+    """A statement without a timeout is stepped without a task; when it finds the link dead
+    the reconnect (connect and close have timeouts) runs as a task, on every Python."""
+    address, whoami, kill = _killable(kind, postgres_server, mariadb_server)
+    conn, killer = Dial(address, 5), Dial(address, 5)
+    assert conn is not None and killer is not None, dial.last_error()
+    try:
+        session = conn.exec(whoami)["values"][0][0]
+        assert killer.exec(kill, session) is not None, dial.last_error()
+        time.sleep(0.3)
+        renewed = conn.exec(whoami)
+        assert renewed is not None, dial.last_error()
+        assert renewed["values"][0][0] != session
+        assert conn.stats().reconnects == 1
+    finally:
+        conn.close()
+        killer.close()
 
 
 def test_repr_never_shows_the_password(mariadb_server):  # noqa: F811

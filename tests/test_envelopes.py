@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import time
 import uuid
 from typing import Any
@@ -306,7 +307,7 @@ def test_amqp_unroutable_confirmed_write_fails_with_the_reason(rabbitmq: int) ->
 
 
 def test_amqp_manual_ack_redelivers_what_was_not_acked_after_a_reconnect(
-    rabbitmq: int,
+    rabbitmq: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     queue = unique("dial_ack_")
     address = amqp_url(rabbitmq, queue) + "|ack=manual&reconnect=true&interval=200"
@@ -322,13 +323,48 @@ def test_amqp_manual_ack_redelivers_what_was_not_acked_after_a_reconnect(
             assert wait_until(lambda: conn.reconnects >= 1 and conn.connected, 20)
             again = read_envelope(conn)
             assert (again.value, again.redelivered) == ("two", True)
-            conn.ack(second)  # of the link that is gone: ignored, not an error
+            with caplog.at_level(logging.DEBUG, logger="dial"):
+                conn.ack(second)  # of the link that is gone: ignored, not an error
+            assert "ack() skipped 1 envelope(s) of an earlier link" in caplog.text
             conn.ack(again)
             conn.write("four")
             assert read_envelope(conn).value == "four"
             assert conn.read_message(300) is None  # one, three and two are settled
     finally:
         amqp_delete(rabbitmq, queue)
+
+
+def test_amqp_ack_refuses_envelopes_of_another_connection_before_acking_any(
+    rabbitmq: int,
+) -> None:
+    queue, elsewhere = unique("dial_own_"), unique("dial_other_")
+    try:
+        with (
+            Dial(amqp_url(rabbitmq, queue) + "|ack=manual", raise_errors=True) as conn,
+            Dial(amqp_url(rabbitmq, elsewhere) + "|ack=manual", raise_errors=True) as other,
+        ):
+            conn.write("kept")
+            other.write("theirs")
+            kept, theirs = read_envelope(conn), read_envelope(other)
+            with pytest.raises(ArgumentError, match="not read from this amqp:// connection"):
+                conn.ack([kept, theirs])
+            kafka = Envelope("v", "kafka://127.0.0.1:9092/t", time.time(), offset=0, token=("t", 0))
+            with pytest.raises(ArgumentError, match="not read from this amqp:// connection"):
+                conn.ack([kept, kafka])
+            forged = Envelope("kept", kept.source, time.time(), token=None)
+            with pytest.raises(ArgumentError, match="not read from this amqp:// connection"):
+                conn.ack([kept, forged])
+            other.ack(theirs)
+        with Dial(amqp_url(rabbitmq, queue) + "|ack=manual", raise_errors=True) as conn:
+            again = read_envelope(conn)  # nothing was acknowledged: it comes again
+            assert (again.value, again.redelivered) == ("kept", True)
+            with pytest.raises(ArgumentError, match="not read from this amqp:// connection"):
+                conn.ack([again, kept])  # the same address, but the connection before
+            conn.ack(again)
+            assert conn.read_message(300) is None
+    finally:
+        amqp_delete(rabbitmq, queue)
+        amqp_delete(rabbitmq, elsewhere)
 
 
 def test_amqp_manual_ack_redelivers_after_a_restart(rabbitmq: int) -> None:

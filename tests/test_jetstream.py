@@ -14,7 +14,9 @@ import pytest
 
 from dial import Dial, last_error
 from dial.envelope import Envelope
+from dial.errors import ArgumentError
 from dial.transports import nats as nats_transport
+from tests.conftest import wait_until
 from tests.servers.base import free_port, kill, stop, temp_dir
 from tests.servers.brokers import nats_server, start_nats
 
@@ -226,6 +228,47 @@ def test_ack_manual_redelivers_what_was_not_acked(
         conn.ack(again)
     with Dial(url, raise_errors=True) as conn:
         assert conn.read_message(700) is None  # all acknowledged: nothing comes back
+
+
+def test_ack_manual_ephemeral_redelivers_after_a_stale_restart(
+    nats_server: int, stream: tuple[str, str]
+) -> None:
+    """No durable: the idle= watchdog drops the link while the client is still connected,
+    which gives the unacknowledged messages back and deletes the ephemeral consumer; the
+    next consumer must start at them, not after them."""
+    name, subject = stream
+    options = f"stream={name}&ack=manual&idle=1&reconnect=true&interval=200"
+    with Dial(address(nats_server, subject, options), raise_errors=True) as conn:
+        stream_publish(nats_server, subject, ["m0", "m1", "m2"])
+        first = read_envelopes(conn, 3)
+        assert [e.value for e in first] == ["m0", "m1", "m2"]
+        assert wait_until(lambda: conn.stats().stale_restarts >= 1, WAIT)
+        again = read_envelopes(conn, 3)
+        assert sorted(e.value for e in again) == ["m0", "m1", "m2"]
+        assert sorted(e.offset for e in again) == [e.offset for e in first]
+        conn.ack(again)
+
+
+def test_ack_refuses_envelopes_of_another_connection_before_acking_any(
+    nats_server: int, stream: tuple[str, str]
+) -> None:
+    name, subject = stream
+    durable = unique("m")
+    url = address(nats_server, subject, f"stream={name}&durable={durable}&ack=manual")
+    other_url = address(nats_server, subject, f"stream={name}&durable={unique('o')}&ack=manual")
+    with Dial(url, raise_errors=True) as conn, Dial(other_url, raise_errors=True) as other:
+        stream_publish(nats_server, subject, ["n0", "n1"])
+        mine, theirs = read_envelopes(conn, 2), read_envelopes(other, 2)
+        assert [e.value for e in mine] == [e.value for e in theirs] == ["n0", "n1"]
+        with pytest.raises(ArgumentError, match="not read from this nats:// connection"):
+            conn.ack([mine[0], theirs[1]])  # the same stream, but another consumer
+        forged = Envelope("n1", mine[1].source, time.time(), offset=2, token=b"nope")
+        with pytest.raises(ArgumentError, match="not read from this nats:// connection"):
+            conn.ack([mine[0], forged])
+    with Dial(url, raise_errors=True) as conn:  # nothing was acknowledged: both come again
+        again = read_envelopes(conn, 2)
+        assert [e.value for e in again] == ["n0", "n1"]
+        conn.ack(again)
 
 
 def test_a_slow_reader_loses_nothing(nats_server: int, stream: tuple[str, str]) -> None:

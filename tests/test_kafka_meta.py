@@ -4,9 +4,13 @@ positions (`offset=N`, `offset=-N`) and `at_end()`, against the real Kafka-API b
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiokafka.errors
@@ -16,10 +20,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from dial import Dial
 from dial.envelope import Envelope
-from dial.errors import AddressError
+from dial.errors import AddressError, ArgumentError
 from dial.transports.kafka import _refused_idempotence, partition_for_key
 from tests.conftest import wait_until
 from tests.servers.brokers import kafka
+from tests.servers.simulator import script_env
 
 __all__ = ["kafka"]  # fixture used by name
 
@@ -119,6 +124,61 @@ def stored(port: int, topic: str) -> dict[int, list[tuple[str | None, str]]]:
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def committed_offsets(port: int, topic: str, group: str) -> dict[int, int]:
+    """What `group` has committed on `topic`, partition -> offset, asked by a client that
+    does not join the group."""
+
+    async def run() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=f"127.0.0.1:{port}", group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()
+            got = {}
+            for partition in sorted(consumer.partitions_for_topic(topic)):
+                offset = await consumer.committed(TopicPartition(topic, partition))
+                if offset is not None:
+                    got[partition] = offset
+            return got
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
+
+
+@contextmanager
+def foreign_member(port: int, topic: str, group: str) -> Iterator[AIOKafkaConsumer]:
+    """A plain aiokafka member of `group` that never commits (as a kcat or a Java consumer
+    with auto-commit off), polling in a thread of its own; it leaves the group on exit."""
+    started: list[AIOKafkaConsumer] = []
+    ready = threading.Event()
+    leave = threading.Event()
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=f"127.0.0.1:{port}", group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        started.append(consumer)
+        ready.set()
+        try:
+            while not leave.is_set():
+                await consumer.getmany(timeout_ms=100)
+        finally:
+            await consumer.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(WAIT), "the foreign member did not start"
+        yield started[0]
+    finally:
+        leave.set()
+        thread.join(WAIT)
+        assert not thread.is_alive(), "the foreign member did not leave"
 
 
 def read_envelopes(conn: Any, count: int) -> list[Envelope]:
@@ -230,6 +290,19 @@ def test_keyed_writes_land_on_the_key_partition_in_order(kafka: int, confirm: bo
     assert sum(v == "unkeyed" for written in records.values() for _, v in written) == 1
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+def test_writes_past_a_full_batch_keep_their_order(kafka: int, single: str, keyed: bool) -> None:
+    """A burst larger than one produce batch (256 KiB) is shipped batch after batch: every
+    message confirmed, none lost or reordered where one batch ends and the next begins."""
+    values = [f"{i:06d}:" + "x" * 200 for i in range(3000)]  # about 620 KB: three batches
+    with Dial(url(kafka, single, options="confirm=true"), 30, raise_errors=True) as conn:
+        for value in values:
+            written = conn.write(value, key="k") if keyed else conn.write(value)
+            assert written == len(value)
+        assert conn.stats().send_errors == 0
+    assert [value for _, value in stored(kafka, single)[0]] == values
+
+
 def test_headers_and_keys_written_come_back_in_envelopes(kafka: int) -> None:
     topic = create_topic(kafka, 2)
     address = url(kafka, topic, options="meta=true")
@@ -270,6 +343,56 @@ def test_manual_ack_from_the_first_connect_keeps_unread_messages(kafka: int, sin
         assert conn.read(WAIT_MS) == "unacked"
     with Dial(address, timeout=60, raise_errors=True) as again:
         assert again.read(WAIT_MS) == "unacked"
+
+
+@pytest.mark.slow  # four joins and rebalances of one group: about 30 s on tansu
+def test_manual_ack_commits_the_start_of_a_partition_handed_over_later(kafka: int) -> None:
+    """A partition this connection gets when another member leaves (not at its own join)
+    still has its starting position committed: what was read there but never acked comes
+    again at the next connect of the group, instead of being skipped by `latest`."""
+    topic = create_topic(kafka, 2)
+    group = unique("g")
+    address = url(kafka, topic, f"group={group}", "ack=manual")
+    with foreign_member(kafka, topic, group) as other:
+        assert wait_until(lambda: len(other.assignment()) == 2, 60)
+        conn = Dial(address, timeout=90, raise_errors=True)
+        assert wait_until(lambda: len(other.assignment()) == 1, 60)  # one partition each
+        held_by_other = next(iter(other.assignment())).partition
+    with conn:  # the other member left: this connection now reads both partitions
+        transport = conn._session.transport
+        assert wait_until(lambda: len(transport._consumer.assignment()) == 2, 60)
+        assert wait_until(transport.at_end, WAIT)
+        produce(kafka, topic, [{"value": f"p{p}".encode(), "partition": p} for p in (0, 1)])
+        read = read_envelopes(conn, 2)  # and never acked
+        assert sorted(e.value for e in read) == ["p0", "p1"]
+    assert held_by_other in committed_offsets(kafka, topic, group)
+    with Dial(address, timeout=90, raise_errors=True) as again:
+        assert sorted(values_until_quiet(again)) == ["p0", "p1"]
+
+
+def test_ack_refuses_envelopes_read_by_another_connection(kafka: int, single: str) -> None:
+    """Same topic, another group: acking its envelope here would move this group's commit
+    past messages this connection never saw. Nothing of the call is committed."""
+    group = unique("g")
+    with (
+        Dial(url(kafka, single, f"group={group}", "ack=manual"), 30, raise_errors=True) as conn,
+        Dial(
+            url(kafka, single, f"group={unique('g')}", "ack=manual"), 30, raise_errors=True
+        ) as other,
+    ):
+        conn.write("shared")
+        (own,) = read_envelopes(conn, 1)
+        (foreign,) = read_envelopes(other, 1)
+        assert (foreign.topic, foreign.partition, foreign.offset) == (
+            own.topic,
+            own.partition,
+            own.offset,
+        )
+        with pytest.raises(ArgumentError, match="was not read from this connection"):
+            conn.ack([own, foreign])
+        assert committed_offsets(kafka, single, group) == {0: own.offset}  # the join's start only
+        conn.ack(own)
+        assert committed_offsets(kafka, single, group) == {0: own.offset + 1}
 
 
 def test_manual_ack_without_a_group_is_refused(kafka: int) -> None:
@@ -356,3 +479,23 @@ def test_only_an_unsupported_idempotent_producer_falls_back(
     error: BaseException, refused: bool
 ) -> None:
     assert _refused_idempotence(error) is refused
+
+
+def test_fallback_to_acks_all_leaves_no_library_error_on_stderr(kafka: int, single: str) -> None:
+    """tansu lists InitProducerId without implementing it: confirm=true falls back to
+    acks=all with one notice of ours (with -v), not aiokafka's error line too."""
+    address = url(kafka, single, options="confirm=true")
+    dial_cli = [sys.executable, "-m", "dial.cli"]
+    for verbose in ([], ["-v"]):
+        result = subprocess.run(
+            [*dial_cli, *verbose, "write", address, "hello"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=script_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        assert "InitProducerId" not in result.stderr
+        notices = result.stderr.count("does not support the idempotent producer")
+        assert notices == (1 if verbose else 0), result.stderr
+    assert [value for _, value in stored(kafka, single)[0]] == ["hello", "hello"]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 import dial
 from dial import Dial
-from dial.pipe import Pipe, PipeError, PipeResult, json_field_key, with_options
+from dial.pipes import Pipe, PipeError, PipeResult, json_field_key, with_options
 from tests.conftest import ROOT, ServerThread, wait_until
 from tests.servers.base import free_port
 from tests.servers.brokers import kafka, nats_server
@@ -85,8 +86,7 @@ class Running:
             self.outcome.append(exc)
 
     def connected(self) -> bool:
-        source, sink = self.pipe._source, self.pipe._sink
-        return source is not None and sink is not None and source.connected
+        return self.pipe.ready.is_set()
 
     def finish(self) -> PipeResult:
         self.pipe.stop()
@@ -123,6 +123,38 @@ def trade_feed(server_thread: ServerThread) -> Iterator[str]:
     server_thread.run(stop())
 
 
+MANY = 2500  # more than the 2000-message ring buffer holds
+
+
+@pytest.fixture
+def many_trades(server_thread: ServerThread) -> Iterator[str]:
+    """A WebSocket server that sends MANY trades to each client in paced chunks (a reader
+    that keeps up loses none), then idles."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def handler(ws: Any) -> None:
+        for index in range(MANY):
+            symbol = ("BTCUSDT", "ETHUSDT", "SOLUSDT")[index % 3]
+            await ws.send(json.dumps({"e": "trade", "s": symbol, "t": index}))
+            if index % 100 == 99:
+                await asyncio.sleep(0.005)
+        await ws.wait_closed()
+
+    async def start() -> Any:
+        return await serve(handler, "127.0.0.1", 0)
+
+    server = server_thread.run(start())
+    yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws/trades"
+
+    async def stop() -> None:
+        server.close()
+        await server.wait_closed()
+
+    server_thread.run(stop())
+
+
 # -- addresses ----------------------------------------------------------------------------------
 
 
@@ -142,11 +174,12 @@ def test_bad_arguments_are_refused_before_dialling() -> None:
         dial.pipe("ws://127.0.0.1:1/x", "sqlite3://:memory:", batch=0)
 
 
-def test_dial_pipe_is_the_function_even_after_the_module_was_imported() -> None:
-    import dial.pipe as module
+def test_dial_pipe_is_the_function_and_the_module_is_dial_pipes() -> None:
+    import dial.pipes as module
 
-    assert callable(dial.pipe)
-    assert module.pipe.__name__ == "pipe"
+    assert dial.pipe is module.pipe
+    assert isinstance(dial.pipe, types.FunctionType)
+    assert type(module) is types.ModuleType  # a plain module: no callable-module swap
 
 
 # -- ws -> kafka, keyed by a JSON field -----------------------------------------------------------
@@ -181,6 +214,53 @@ def test_ws_feed_into_kafka_keyed_by_symbol(trade_feed: str, kafka: int) -> None
         assert [json.loads(e.value)["t"] for e in mine] == sorted(
             json.loads(e.value)["t"] for e in mine
         )
+
+
+def test_many_batches_in_flight_arrive_complete_and_in_key_order(
+    many_trades: str, kafka: int
+) -> None:
+    topic = unique("inflight-")
+    sink = f"kafka://127.0.0.1:{kafka}/{topic}"
+    result = dial.pipe(many_trades, sink, key=json_field_key("s"), batch=100, count=MANY)
+    assert (result.read, result.written, result.dropped) == (MANY, MANY, 0)
+    assert result.batches == MANY // 100
+    by_symbol: dict[str, list[int]] = {}
+    with Dial(f"{sink}?offset=earliest", 10, raise_errors=True) as conn:
+        deadline = time.monotonic() + WAIT
+        got = 0
+        while got < MANY and time.monotonic() < deadline:
+            value = conn.read(200)
+            if value:
+                trade = json.loads(value)
+                by_symbol.setdefault(trade["s"], []).append(trade["t"])
+                got += 1
+    assert got == MANY
+    for trades in by_symbol.values():  # one key, one partition: the feed's order
+        assert trades == sorted(trades)
+        assert len(set(trades)) == len(trades)
+
+
+def test_a_feed_that_cannot_wait_gets_batches_below_its_buffer(many_trades: str) -> None:
+    result = dial.pipe(many_trades, "sqlite3://:memory:", batch=5000, linger=60, count=MANY)
+    assert (result.read, result.written, result.dropped) == (MANY, MANY, 0)
+    assert result.batches == 3  # 1000 + 1000 + 500: half the 2000-message buffer at most
+
+
+def test_the_sink_is_dialled_before_the_source() -> None:
+    """A feed is not opened (and left flooding) while there is nowhere to write."""
+    import socket
+
+    with socket.socket() as feed:
+        feed.bind(("127.0.0.1", 0))
+        feed.listen()
+        feed.settimeout(0.5)
+        source = f"tcp://127.0.0.1:{feed.getsockname()[1]}"
+        pipe = Pipe(source, f"kafka://127.0.0.1:{free_port()}/t", timeout=3)
+        with pytest.raises(dial.DialError, match="broker"):
+            pipe.run()
+        assert not pipe.ready.is_set()
+        with pytest.raises(TimeoutError):
+            feed.accept()
 
 
 def test_transform_drops_and_rewrites(trade_feed: str, kafka: int) -> None:

@@ -61,6 +61,13 @@ class _Facade:
             raise DatabaseError("connection is closed")
         return statement(sql), None if timeout is None else statement_timeout(timeout)
 
+    def _prepare_many(
+        self, sql: object, rows: object, timeout: object
+    ) -> tuple[str, list[Sequence[Any]], float | None]:
+        """The checks every `exec_many` makes before anything is sent: (sql, rows, timeout)."""
+        text, seconds = self._statement(sql, timeout)
+        return text, parameter_rows(rows), seconds
+
     def _fail(self, exc: Exception, timeout: object, call: str = "exec") -> None:
         """Log and remember why `exec` (or `exec_many`) failed; raise it under `raise_errors`."""
         timed_out = isinstance(exc, TimeoutError) and not isinstance(exc, DialError)
@@ -148,16 +155,18 @@ class DatabaseConnection(_Facade):
         """Run one statement once per row of `rows` (each a sequence of `?` parameters, all
         of one length) through the driver's batch path; returns the rows affected in all.
 
-        Refused before anything is sent: rows that are not sequences, rows of different
-        lengths, no rows, a wrong count or type in the first row (later rows' values are
-        refused by the driver). Atomic where the database is: sqlite3, postgres and mysql
-        (InnoDB) write all rows or none, inside the caller's open transaction if there is
-        one; clickhouse has no transactions. On failure None (reason in
-        `dial.last_error()`), or the `DialError` under `raise_errors=True`.
+        No rows is no work: 0, nothing sent (as DB-API `executemany` does). Refused before
+        anything is sent: rows that are not sequences, rows of different lengths, a wrong
+        count or type in the first row (later rows' values are refused by the driver, naming
+        the row where it can be told). The statement must change rows (INSERT, UPDATE,
+        DELETE, REPLACE): one that returns rows is refused on every database. Atomic where
+        the database is: sqlite3, postgres and mysql (InnoDB) write all rows or none, inside
+        the caller's open transaction if there is one; clickhouse has no transactions. On
+        failure None (reason in `dial.last_error()`), or the `DialError` under
+        `raise_errors=True`.
         """
         try:
-            text, seconds = self._statement(sql, timeout)
-            batch = parameter_rows(rows)
+            text, batch, seconds = self._prepare_many(sql, rows, timeout)
             count = self._shared.execute_many(text, batch, seconds)
         except Exception as exc:
             self._fail(exc, timeout, "exec_many")
@@ -209,8 +218,7 @@ class AsyncDatabaseConnection(_Facade):
     ) -> int | None:
         """As `DatabaseConnection.exec_many`, without blocking the event loop."""
         try:
-            text, seconds = self._statement(sql, timeout)
-            batch = parameter_rows(rows)
+            text, batch, seconds = self._prepare_many(sql, rows, timeout)
             count = await asyncio.to_thread(self._shared.execute_many, text, batch, seconds)
         except Exception as exc:
             self._fail(exc, timeout, "exec_many")

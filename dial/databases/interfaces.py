@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from ..address import Address
 from ..errors import AddressError
-from .sql import Result
+from .sql import Result, changed_rows
 
 __all__ = ["DatabaseBackend", "input_probe", "socket_has_input"]
 
@@ -65,20 +65,20 @@ class DatabaseBackend(ABC):
         only delay the reconnect. `close()` follows."""
 
     async def execute_many(self, sql: str, rows: list[Sequence[Any]]) -> int:
-        """Run one statement once per row (rows checked by `sql.parameter_rows`: non-empty,
-        one length); the rows affected in all. This default runs `execute` row by row and is
-        not atomic: a backend overrides it with its driver's batch path."""
+        """Run one statement once per row (rows checked by `sql.parameter_rows`: at least
+        one, all of one length); the rows affected in all, refusing a statement that returns
+        rows (`sql.changed_rows`). This default runs `execute` row by row and is not atomic:
+        a backend overrides it with its driver's batch path."""
         total = 0
         for row in rows:
-            result = await self.execute(sql, tuple(row))
-            total += result.get("rowcount", 0)
+            total += changed_rows(await self.execute(sql, tuple(row)))
         return total
 
     def execute_many_blocking(self, sql: str, rows: list[Sequence[Any]]) -> int:
         """`execute_many`, synchronously, in the caller's thread (only when `runs_blocking`)."""
         total = 0
         for row in rows:
-            total += self.execute_blocking(sql, tuple(row)).get("rowcount", 0)
+            total += changed_rows(self.execute_blocking(sql, tuple(row)))
         return total
 
     def execute_blocking(self, sql: str, params: tuple[Any, ...]) -> Result:

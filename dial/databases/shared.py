@@ -105,6 +105,27 @@ async def _after(leftover: asyncio.Task[Any], coro: Coroutine[Any, Any, T]) -> T
     return await coro
 
 
+class _TaskNeeded(RuntimeError):
+    """A coroutine `SharedConnection._inline` steps reached something that needs a current
+    task (`asyncio.timeout`, and `wait_for` on Python 3.12+, which is built on it): nothing
+    was sent yet, and the statement runs again as a task (`_run_loop`)."""
+
+
+def _require_task(what: str) -> None:
+    """Refuse to go on outside a task (stepped by `_inline`): `what` needs one."""
+    if asyncio.current_task() is None:
+        raise _TaskNeeded(f"{what} needs a current task")
+
+
+def _step(coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any] | None:
+    """One step of `coro`, as a task takes it: the future it now waits for (None after a
+    bare yield, asyncio.sleep(0)); StopIteration carries its result once it finished."""
+    waited: asyncio.Future[Any] | None = coro.send(None)
+    if waited is not None:
+        waited._asyncio_future_blocking = False  # what a task does with it
+    return waited
+
+
 async def _resumed(coro: Coroutine[Any, Any, T], waited: asyncio.Future[Any] | None) -> T:
     """Finish, as an ordinary task, a coroutine `SharedConnection._inline` was driving when
     an exception (KeyboardInterrupt) stopped it mid-wait: it gets the outcome of what it
@@ -116,12 +137,10 @@ async def _resumed(coro: Coroutine[Any, Any, T], waited: asyncio.Future[Any] | N
             with contextlib.suppress(BaseException):  # the coroutine sees it through send()
                 await waited
         try:
-            waited = coro.send(None)
+            waited = _step(coro)
         except StopIteration as finished:
             result: T = finished.value
             return result
-        if waited is not None:
-            waited._asyncio_future_blocking = False
 
 
 def _nothing() -> None:
@@ -239,7 +258,10 @@ class SharedConnection:
         return self._perform(self._statement, sql, params, timeout)
 
     def execute_many(self, sql: str, rows: list[Sequence[Any]], timeout: float | None) -> int:
-        """One statement over a batch of parameter rows, from any thread: rows affected."""
+        """One statement over a batch of parameter rows, from any thread: rows affected.
+        No rows is no work (DB-API `executemany` too): 0, nothing sent, nothing counted."""
+        if not rows:
+            return 0
         return self._perform(self._batch, sql, rows, timeout)
 
     def _perform(
@@ -282,9 +304,12 @@ class SharedConnection:
         """
         if deadline is None and not self.stale and self._leftover is None:
             direct = self._direct
-            if direct is None:
+            if direct is not None:
+                return self._direct_call(direct, sql, params)
+            try:
                 return self._inline(self.run(self.backend.execute, sql, params))
-            return self._direct_call(direct, sql, params)
+            except _TaskNeeded:  # the link must be renewed first, which needs a task
+                pass
         return self._run_loop(self.run(self.backend.execute, sql, params), deadline)
 
     def _batch(self, sql: str, rows: list[Sequence[Any]], deadline: float | None) -> int:
@@ -313,8 +338,10 @@ class SharedConnection:
         and a stop request each taking a loop iteration with its own poll, the loop's set-up
         and tear-down) cost about as much as the driver's own work for a one-row INSERT; here
         one statement is one blocking poll per server answer, like awaiting the driver inside
-        a running loop. Only for coroutines that need no current task (asyncio.timeout):
-        `run` with a single-statement `execute` qualifies; the rest go through `_run_loop`.
+        a running loop. Only for coroutines that need no current task (asyncio.timeout, and
+        wait_for on 3.12+): `run` with a single-statement `execute` qualifies as long as the
+        link is up; renewing it (`_reconnect`) raises `_TaskNeeded` before anything is sent,
+        and the caller runs the statement as a task instead.
         """
         loop, run_once = self._loop, self._run_once
         if self._loop_closed:
@@ -325,7 +352,7 @@ class SharedConnection:
         try:
             while True:
                 try:
-                    waited = coro.send(None)
+                    waited = _step(coro)
                 except StopIteration as finished:
                     result: T = finished.value
                     return result
@@ -334,7 +361,6 @@ class SharedConnection:
                         loop.call_soon(_nothing)
                         run_once()
                         continue
-                    waited._asyncio_future_blocking = False  # what a task does with it
                     while not waited.done():
                         run_once()
                 except BaseException:  # interrupted while the driver waits: finish it later
@@ -407,6 +433,7 @@ class SharedConnection:
         self.transaction_open = self.backend.in_transaction()
 
     async def _reconnect(self) -> None:
+        _require_task("a reconnect (its connect and close have timeouts)")
         self.transaction_open = False
         if self.stale:  # known dead (a statement was abandoned on it): no goodbye to wait for
             self._abort_backend()
@@ -441,6 +468,7 @@ class SharedConnection:
             log.debug("%s: abort failed: %s", self.name, exc)
 
     async def _close_backend(self) -> None:
+        _require_task("closing the driver connection (asyncpg's close has a timeout)")
         try:
             await self.backend.close()
         except Exception as exc:  # closing a broken link may fail; nothing else to do

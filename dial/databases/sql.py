@@ -13,9 +13,11 @@ from typing import Any
 from ..errors import ArgumentError
 
 __all__ = [
+    "BATCH_RETURNS_ROWS",
     "PARAMETER_TYPES",
     "Result",
     "bind",
+    "changed_rows",
     "check_parameters",
     "listify",
     "parameter_rows",
@@ -39,6 +41,23 @@ def rows_result(columns: list[str], values: list[list[Any]]) -> Result:
 def status_result(rowcount: int | None) -> Result:
     """The shape of every other statement: no columns, no values, rows affected (>= 0)."""
     return {"columns": [], "values": [], "rowcount": rowcount if rowcount and rowcount > 0 else 0}
+
+
+#: Why `exec_many` refuses a statement that returns rows: the same words on every database.
+BATCH_RETURNS_ROWS = (
+    "exec_many() runs a statement that changes rows (INSERT, UPDATE, DELETE, REPLACE) once "
+    "per row; this one returns rows: use exec() for it"
+)
+
+
+def changed_rows(result: Result) -> int:
+    """The rows one run of an `exec_many` statement changed; refuses a row-returning one
+    (its result has no rowcount)."""
+    try:
+        count: int = result["rowcount"]
+    except KeyError:
+        raise ArgumentError(BATCH_RETURNS_ROWS) from None
+    return count
 
 
 def listify(rows: Iterable[Iterable[Any]]) -> list[list[Any]]:
@@ -170,7 +189,7 @@ def _row_lengths(batch: list[Any]) -> list[int]:
 
 
 def parameter_rows(rows: object) -> list[Sequence[Any]]:
-    """The rows of an `exec_many`, checked before anything is sent: a non-empty iterable of
+    """The rows of an `exec_many`, checked before anything is sent: an iterable of
     parameter sequences (tuples, lists...), all of one length. A list of tuples or lists is
     used as it is (no copy); anything else iterable is read into a list once."""
     if isinstance(rows, _NOT_ROWS) or not isinstance(rows, Iterable):
@@ -180,7 +199,7 @@ def parameter_rows(rows: object) -> list[Sequence[Any]]:
         )
     batch: list[Any] = rows if type(rows) is list else list(rows)
     if not batch:
-        raise ArgumentError("exec_many() got no rows (an empty batch writes nothing)")
+        return batch
     lengths = _row_lengths(batch)
     width = lengths[0]
     if lengths.count(width) != len(lengths):

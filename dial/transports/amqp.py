@@ -39,9 +39,11 @@ exchange), then those set of `amqp-content-type`, `amqp-content-encoding`,
 
 `ack=manual` (implies meta): nothing is acknowledged until `conn.ack(envelopes)`; an envelope's
 token is the delivery tag of the channel that delivered it, so an ack for a message of an
-earlier link is ignored (the broker requeued it with that link and delivers it again, with
-`redelivered` set). At most `PREFETCH` deliveries are unacknowledged at a time: a reader that
-stops acknowledging stops receiving after that many.
+earlier link is skipped (logged at debug; the broker requeued it with that link and delivers
+it again, with `redelivered` set). An envelope another connection read (even one with the
+same address) is refused with ArgumentError, before anything of that `ack()` is sent. At most
+`PREFETCH` (400) deliveries are unacknowledged at a time: a reader that never acknowledges
+stalls there, receiving nothing more until it acks (or its link is restarted).
 
 A dead flow (the broker's side of the old connection still open, nothing arriving) leaves
 the broker holding the old consumer, which it would deal every other message. With `ping`,
@@ -74,12 +76,14 @@ from yarl import URL
 from ..address import Address, redact, split_host_port
 from ..buffer import CAPACITY, Message, text_message
 from ..envelope import Envelope, Headers, Record, received_now
-from ..errors import AddressError, ConnectError
+from ..errors import AddressError, ArgumentError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from ._teardown import run_to_end
 from .base import Receiver, StreamTransport
 
 __all__ = ["AmqpTransport"]
+
+log = logging.getLogger("dial")
 
 # The library logs tracebacks for connection failures that Dial already reports as one
 # reason; keep them out of a program that configured no logging (configured handlers
@@ -265,7 +269,8 @@ class AmqpTransport(StreamTransport):
         self.heartbeat = amqp_heartbeat(address)
         self.manual = address.options.ack == "manual"
         self.source = redact(address.url)
-        self._link_id: object | None = None  # this link's mark on ack=manual tokens
+        self._mark = object()  # ack=manual tokens: (this connection's mark, link id, tag)
+        self._link_id: object | None = None  # the current link's
         self._unacked: set[int] = set()  # ack=manual: delivery tags of this link not acked
         self._connection: Any = None
         self._socket: _Socket | None = None
@@ -384,7 +389,8 @@ class AmqpTransport(StreamTransport):
         deliver = receiver.deliver
         if self.manual:
             self._acks = None
-            link_id = self._link_id = object()
+            mark, link_id = self._mark, object()
+            self._link_id = link_id
             unacked = self._unacked = set()
             source = self.source
 
@@ -393,7 +399,7 @@ class AmqpTransport(StreamTransport):
                 receiver.bytes_in += len(body)
                 tag = message.delivery.delivery_tag
                 unacked.add(tag)
-                deliver(_envelope(message, source, (link_id, tag)))
+                deliver(_envelope(message, source, (mark, link_id, tag)))
 
             return on_manual
         acks = self._acks = _Acks(underlay, self._held)
@@ -419,16 +425,20 @@ class AmqpTransport(StreamTransport):
 
     async def ack(self, envelopes: Sequence[Envelope]) -> None:
         """`ack=manual`: acknowledge what these envelopes delivered on the current link;
-        envelopes of an earlier link (requeued with it) and repeats are skipped. One
+        envelopes of an earlier link (requeued with it) and repeats are skipped, envelopes
+        of another connection refused (ArgumentError, before anything is acknowledged). One
         `multiple` ack covers the oldest run of tags, single acks the rest."""
+        self._check_own(envelopes)
         underlay, link_id, unacked = self._underlay, self._link_id, self._unacked
         if underlay is None or link_id is None:
             raise ConnectionError("amqp link is down")
-        tags: set[int] = set()
-        for envelope in envelopes:
-            token = envelope.token
-            if type(token) is tuple and token[0] is link_id and token[1] in unacked:
-                tags.add(token[1])
+        tags = {e.token[2] for e in envelopes if e.token[1] is link_id} & unacked
+        if len(tags) < len(envelopes):  # requeued with their link, or acknowledged already
+            log.debug(
+                "%s: ack() skipped %d envelope(s) of an earlier link or acknowledged already",
+                self.source,
+                len(envelopes) - len(tags),
+            )
         if not tags:
             return
         unacked -= tags
@@ -441,6 +451,22 @@ class AmqpTransport(StreamTransport):
                 await underlay.basic_ack(tag, multiple=False, wait=False)
         except aiormq.exceptions.AMQPError as exc:  # the channel closed under us
             raise ConnectionError(f"amqp link is down: {describe(exc)}") from None
+
+    def _check_own(self, envelopes: Sequence[Envelope]) -> None:
+        """ArgumentError unless every envelope was read by this connection with
+        `ack=manual` (another one with the same address has another mark in its tokens)."""
+        for envelope in envelopes:
+            token = envelope.token
+            if (
+                envelope.source != self.source
+                or type(token) is not tuple
+                or len(token) != 3
+                or token[0] is not self._mark
+            ):
+                raise ArgumentError(
+                    f"ack(): {envelope.source} was not read from this amqp:// connection "
+                    f"(queue {self.queue}) with ack=manual"
+                )
 
     def _consumer_priority(self) -> tuple[int, float]:
         """The priority for a new consumer: above every consumer of an earlier link that the

@@ -23,10 +23,12 @@ with or without meta.
 
 `ack=manual` (needs `group`): nothing is committed automatically; `conn.ack(envelopes)`
 commits, per partition, the highest acknowledged offset + 1 (a committed offset never moves
-back). A partition the group has no committed offset for gets its starting position committed
-at the join, so every later connect of the group resumes there or later: after a reconnect,
-and in a new process of the same group, whatever was read but not acknowledged is delivered
-again (at least once; messages still buffered from before a reconnect may come twice).
+back; envelopes of another connection are refused). A partition the group has no committed
+offset for gets its starting position committed when it is assigned (at the join, or later
+when another member leaves), so every later connect of the group resumes there or later:
+after a reconnect, and in a new process of the same group, whatever was read but not
+acknowledged is delivered again (at least once; messages still buffered from before a
+reconnect may come twice).
 
 Reading is pull-based, so backpressure costs nothing: the fetch loop takes at most
 `FETCH_RECORDS` records at a time (well under the ring buffer's free room) and does not fetch
@@ -69,6 +71,18 @@ __all__ = ["KafkaTransport", "partition_for_key"]
 # reason; keep them out of a program that configured no logging (configured handlers
 # still receive them).
 logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+
+
+class _WithoutInitProducerIdError(logging.Filter):
+    """aiokafka logs a refused InitProducerId as an error, then raises it from start():
+    `_start_producer` reports it once (the acks=all fallback notice, or the connect
+    error), so the library's copy would only add a confusing line to a program's stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unexpected error during InitProducerIdRequest")
+
+
+logging.getLogger("aiokafka.producer.sender").addFilter(_WithoutInitProducerIdError())
 
 log = logging.getLogger("dial")
 
@@ -160,6 +174,7 @@ class KafkaTransport(StreamTransport):
                 f"{shown}: bad topic {topic!r} (letters, digits, '.', '_', '-'; 1-249 chars)"
             )
         self.topic = topic
+        self._source = redact(address.url)  # the envelopes' source: what ack() accepts
         self.group = target.query.get("group")
         self.start: StartAt = parse_start(target.query.get("offset", "latest"), shown)
         self.manual_ack = address.options.ack == "manual"
@@ -303,9 +318,10 @@ class KafkaTransport(StreamTransport):
             self._positions[tp] = await consumer.position(tp)
 
     async def _join(self, consumer: Any) -> None:
-        assigned = asyncio.get_running_loop().create_future()
+        first: asyncio.Future[list[TopicPartition]] = asyncio.get_running_loop().create_future()
         committed = self._committed
         committed.clear()
+        on_assigned = self._on_assigned
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
             async def on_partitions_revoked(self, revoked: Any) -> None:
@@ -313,17 +329,50 @@ class KafkaTransport(StreamTransport):
                     committed.pop(tp, None)
 
             async def on_partitions_assigned(self, partitions: Any) -> None:
-                if not assigned.done():
-                    assigned.set_result(set(partitions))
+                await on_assigned(consumer, sorted(partitions), first)
 
         consumer.subscribe([self.topic], listener=Listener())
         # The group join happens in aiokafka's coordinator task; getmany drives nothing, so
-        # just wait for the first assignment, then resolve the starting positions.
-        partitions = await assigned
-        if isinstance(self.start, int) or self.manual_ack:
-            await self._start_uncommitted(consumer, sorted(partitions))
-        for tp in partitions:
+        # just wait for the first assignment (its starting positions resolved).
+        for tp in await first:
             await consumer.position(tp)
+
+    async def _on_assigned(
+        self,
+        consumer: Any,
+        partitions: list[TopicPartition],
+        first: asyncio.Future[list[TopicPartition]],
+    ) -> None:
+        """Every assignment, not only the first: a partition handed over later (another
+        member left) needs its `offset=N` and, with ack=manual, its starting commit too.
+        Its records wait (paused) until then: none is handed over from a position that was
+        never committed. The first assignment's error fails the connect."""
+        needed = isinstance(self.start, int) or self.manual_ack
+        try:
+            if needed:
+                consumer.pause(*partitions)  # before any await: nothing fetched yet
+                try:
+                    await self._start_uncommitted(consumer, partitions)
+                finally:
+                    held = consumer.assignment()
+                    consumer.resume(*[tp for tp in partitions if tp in held])
+        except Exception as exc:
+            if not first.done():
+                first.set_exception(exc)
+            else:
+                self._on_start_failed(consumer, exc)
+            return
+        if not first.done():
+            first.set_result(partitions)
+
+    def _on_start_failed(self, consumer: Any, exc: Exception) -> None:
+        """A later assignment's starting positions could not be set: reconnect (a new join
+        sets them) unless the group moved on already (its next assignment sets them)."""
+        if isinstance(exc, (aiokafka.errors.CommitFailedError, aiokafka.errors.IllegalStateError)):
+            return
+        receiver = self._receiver
+        if receiver is not None and self._consumer is consumer:
+            self._lose(receiver, f"kafka: starting offsets not set: {describe(exc)}")
 
     async def _start_uncommitted(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Place the partitions the group has no committed offset for at `offset=N`/`-N`,
@@ -368,7 +417,7 @@ class KafkaTransport(StreamTransport):
         """meta=true: each record as an `Envelope` (its token, the partition, is what
         `ack()` commits to)."""
         deliver_many = receiver.batch_delivery()
-        source = redact(self.address.url)
+        source = self._source
         topic = self.topic
 
         def hand_over(tp: TopicPartition, records: Sequence[Any]) -> None:
@@ -416,11 +465,13 @@ class KafkaTransport(StreamTransport):
         assignment = None if subscription is None else subscription.assignment
         if assignment is None or not assignment.tps:
             return False
-        for tp in assignment.tps:
+        # The loop thread replaces the assignment on a rebalance and resets positions (set
+        # to None): read each field once, without the library's asserting accessors.
+        for tp in tuple(assignment.tps):
             state = assignment.state_value(tp)
-            if state is None or state.highwater is None or not state.has_valid_position:
-                return False
-            if state.position < state.highwater:
+            highwater = None if state is None else state.highwater
+            position = None if state is None else getattr(state, "_position", None)
+            if highwater is None or position is None or position < highwater:
                 return False
         return True
 
@@ -428,10 +479,10 @@ class KafkaTransport(StreamTransport):
         """Commit, per partition, the highest acknowledged offset + 1; never below what the
         group has committed. A partition that went to another member since is left alone:
         its new owner reads those messages again."""
+        wanted = self._next_offsets(envelopes)  # refuses a foreign envelope, link up or not
         consumer = self._consumer
         if consumer is None or self._receiver is None:
             raise ConnectionError("kafka link is down")
-        wanted = self._next_offsets(envelopes)
         async with self._ack_lock:  # a concurrent ack must not commit a lower offset last
             assigned = consumer.assignment()
             offsets: dict[TopicPartition, int] = {}
@@ -456,10 +507,10 @@ class KafkaTransport(StreamTransport):
         wanted: dict[TopicPartition, int] = {}
         for envelope in envelopes:
             tp = envelope.token
-            if type(tp) is not TopicPartition or tp.topic != self.topic:
+            if envelope.source != self._source or type(tp) is not TopicPartition:
                 raise ArgumentError(
                     f"ack(): {envelope.source} offset {envelope.offset} was not read from "
-                    f"this kafka:// connection (topic {self.topic})"
+                    f"this connection ({self._source}); nothing was acknowledged"
                 )
             following = envelope.offset + 1  # type: ignore[operator]  # set with the token
             if following > wanted.get(tp, -1):
@@ -506,14 +557,9 @@ class KafkaTransport(StreamTransport):
         if batch is None:
             batch = self._open_batch(producer)
         if batch.append(key=None, value=body, timestamp=None) is None:  # full
-            receipt = self._receipt
-            self._batch = self._receipt = None
-            turn = self._take_turn()
-            await self._ship(batch, producer, receiver, receipt, self._partition, turn)
-            batch = self._open_batch(producer)
-            if batch.append(key=None, value=body, timestamp=None) is None:
-                self._batch = self._receipt = None
-                raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
+            own = self._partition
+            assert own is not None  # chosen by the connect that set `_producer`
+            await self._append_after_full(producer, receiver, batch, self._receipt, own, None, body)
 
     async def send_record(self, record: Record) -> None:
         """`send` with a key and headers: a keyed record goes to the partition its key
@@ -552,23 +598,31 @@ class KafkaTransport(StreamTransport):
         headers = list(record.headers)  # aiokafka's record builder takes a list only
         if batch.append(key=record.key, value=body, timestamp=None, headers=headers) is not None:
             return receipt
-        self._take_open(partition)  # full: ship it, then start the next one
-        await self._ship(batch, producer, receiver, receipt, partition, self._take_turn())
-        return await self._append_fresh(producer, partition, record.key, body, headers)
+        return await self._append_after_full(
+            producer, receiver, batch, receipt, partition, record.key, body, headers
+        )
 
-    async def _append_fresh(
+    async def _append_after_full(
         self,
         producer: Any,
+        receiver: Receiver,
+        full: Any,
+        receipt: asyncio.Future[None] | None,
         partition: int,
         key: bytes | None,
         body: bytes,
-        headers: list[tuple[str, bytes]],
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[None] | None:
+        """The open batch of `partition` refused a record (full): ship it, then append the
+        record to a new batch and return that batch's receipt. The rare path of `send` and
+        `_append_record` (their common case, an append to the open batch, stays inline)."""
+        self._take_open(partition)
+        await self._ship(full, producer, receiver, receipt, partition, self._take_turn())
         if partition == self._partition:
             batch, receipt = self._open_batch(producer), self._receipt
         else:
             batch, receipt = self._open_side(producer, partition)
-        if batch.append(key=key, value=body, timestamp=None, headers=headers) is None:
+        if batch.append(key=key, value=body, timestamp=None, headers=headers or []) is None:
             self._take_open(partition)
             raise ValueError(f"message of {len(body)} bytes exceeds the batch size limit")
         return receipt

@@ -35,8 +35,12 @@ must be UTF-8 text.
 nothing is dropped; `ack=auto` acknowledges each message once it is in the buffer,
 `ack=manual` only what `conn.ack()` is given (the rest is delivered again after the
 consumer's ack wait, at once after a restart: close() returns unacknowledged messages to
-the stream). The envelope's offset is the stream sequence, timestamp the time the stream
-stored it, redelivered whether it was delivered before. A stream is never created by Dial.
+the stream). A reader that never acknowledges stalls once the consumer's MaxAckPending
+(1000 by default on the server) messages are out unacknowledged: nothing new comes until it
+acks (after the ack wait the same ones come again). `ack()` refuses envelopes another
+connection read (even one with the same address) with ArgumentError, before it sends any.
+The envelope's offset is the stream sequence, timestamp the time the stream stored it,
+redelivered whether it was delivered before. A stream is never created by Dial.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from nats.aio.client import Client as NatsClient
 from ..address import Address, redact, split_host_port
 from ..buffer import Item, Message, text_message
 from ..envelope import Envelope, Headers, Record, received_now
-from ..errors import AddressError, ConnectError
+from ..errors import AddressError, ArgumentError, ConnectError
 from . import jetstream
 from ._query import os_reason, parse_target
 from ._teardown import run_to_end
@@ -78,13 +82,18 @@ PUBACK_TIMEOUT = 5.0  # seconds a confirmed write waits for the stream's acknowl
 NAK = b'-NAK {"delay": 1000000000}'
 
 
+#: the short path's sink: (subject, reply, payload, raw headers); an async one is awaited
+Sink = Callable[[bytes, bytes, bytes, bytes], Awaitable[None] | None]
+
+
 class _Client(NatsClient):
     """nats-py's client with a short path for the data subscription: its messages go from
-    the protocol parser to `dial_sink` (payload bytes only) instead of through a message
-    object, the subscription's queue and its task."""
+    the protocol parser to `dial_sink` instead of through a message object, the
+    subscription's queue and its task. The sink is chosen once per link: bare payloads, or
+    envelopes (meta=true) return None; JetStream's (stream=) is async, as it acknowledges."""
 
     dial_sid = -1
-    dial_sink: Callable[[bytes], None] | None = None
+    dial_sink: Sink | None = None
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -92,42 +101,9 @@ class _Client(NatsClient):
         if sid == self.dial_sid:
             sink = self.dial_sink
             if sink is not None:
-                sink(data)
-                return
-        await super()._process_msg(sid, subject, reply, data, headers)
-
-
-class _MetaClient(NatsClient):
-    """`_Client` for meta=true: the sink also gets the subject and the raw headers."""
-
-    dial_sid = -1
-    dial_sink: Callable[[bytes, bytes, bytes], None] | None = None
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        if sid == self.dial_sid:
-            sink = self.dial_sink
-            if sink is not None:
-                sink(subject, data, headers)
-                return
-        await super()._process_msg(sid, subject, reply, data, headers)
-
-
-class _JetStreamClient(NatsClient):
-    """`_Client` for stream=: the pull inbox's messages (and inline statuses) go to an async
-    sink with subject, reply (the acknowledgement subject), payload and raw headers."""
-
-    dial_sid = -1
-    dial_sink: Callable[[bytes, bytes, bytes, bytes], Awaitable[None]] | None = None
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        if sid == self.dial_sid:
-            sink = self.dial_sink
-            if sink is not None:
-                await sink(subject, reply, data, headers)
+                pending = sink(subject, reply, data, headers)
+                if pending is not None:
+                    await pending
                 return
         await super()._process_msg(sid, subject, reply, data, headers)
 
@@ -180,6 +156,7 @@ class NatsTransport(StreamTransport):
             )
         self.user, self.password = target.user, target.password
         self._source = redact(address.url)  # Envelope.source
+        self._mark = object()  # this connection's, in its envelopes' tokens: (mark, ack subject)
         self._client: Any = None
         self._receiver: Receiver | None = None
         self._js: Any = None  # JetStream context (confirm=true)
@@ -234,14 +211,14 @@ class NatsTransport(StreamTransport):
 
         self._deliver = receiver.deliver
         self._flow_event()
-        client: Any
-        sink: Any  # the short path's sink, its signature chosen with the client class
+        client: Any = _Client()
+        sink: Sink
         if self.stream is not None:
-            client, sink = _JetStreamClient(), self._jetstream_sink(receiver, lose)
+            sink = self._jetstream_sink(receiver, lose)
         elif self.meta:
-            client, sink = _MetaClient(), self._meta_sink(receiver)
+            sink = self._meta_sink(receiver)
         else:
-            client, sink = _Client(), self._plain_sink(receiver)
+            sink = self._plain_sink(receiver)
         try:
             await client.connect(
                 servers=[f"nats://{self.host}:{self.port}"],
@@ -302,7 +279,7 @@ class NatsTransport(StreamTransport):
         if self._held and not self._paused:  # resumed while the link was down
             self.resume_reading()
 
-    async def _subscribe(self, client: Any, sink: Any, receiver: Receiver) -> None:
+    async def _subscribe(self, client: Any, sink: Sink, receiver: Receiver) -> None:
         """Core NATS: subscribe to the subject, its messages going the short path."""
         # the short path is keyed on the subscription's id, set before its first message
         expected = getattr(client, "_sid", None)
@@ -338,12 +315,12 @@ class NatsTransport(StreamTransport):
 
         return on_message
 
-    def _plain_sink(self, receiver: Receiver) -> Callable[[bytes], None]:
+    def _plain_sink(self, receiver: Receiver) -> Sink:
         """The short path for bare messages, from the parser."""
         held = self._held  # kept across links: what an earlier one parsed still comes first
         deliver = receiver.deliver
 
-        def sink(data: bytes) -> None:
+        def sink(_subject: bytes, _reply: bytes, data: bytes, _headers: bytes) -> None:
             receiver.bytes_in += len(data)
             if self._paused or held:
                 held.append(text_message(data))
@@ -355,11 +332,11 @@ class NatsTransport(StreamTransport):
 
         return sink
 
-    def _meta_sink(self, receiver: Receiver) -> Callable[[bytes, bytes, bytes], None]:
+    def _meta_sink(self, receiver: Receiver) -> Sink:
         """The short path with envelopes (meta=true): subject and headers kept."""
         held, deliver, source = self._held, receiver.deliver, self._source
 
-        def sink(subject: bytes, data: bytes, headers: bytes) -> None:
+        def sink(subject: bytes, _reply: bytes, data: bytes, headers: bytes) -> None:
             receiver.bytes_in += len(data)
             envelope = Envelope(
                 text_message(data),
@@ -381,7 +358,7 @@ class NatsTransport(StreamTransport):
 
     # -- JetStream (stream=) ------------------------------------------------------------------
 
-    async def _open_jetstream(self, client: Any, sink: Any, where: str) -> None:
+    async def _open_jetstream(self, client: Any, sink: Sink, where: str) -> None:
         """Find the stream, open the consumer, subscribe the pull inbox (short path only)."""
         assert self.stream is not None
         resume_at = min(self._unacked, default=self._resume_at)
@@ -414,12 +391,10 @@ class NatsTransport(StreamTransport):
         self._puller.paused = self._paused
         self._stream, self._js = self.stream, client.jetstream()
 
-    def _jetstream_sink(
-        self, receiver: Receiver, lose: Callable[[str], None]
-    ) -> Callable[[bytes, bytes, bytes, bytes], Awaitable[None]]:
+    def _jetstream_sink(self, receiver: Receiver, lose: Callable[[str], None]) -> Sink:
         """Stream messages from the pull inbox into the buffer; acknowledged at once
         (ack=auto) or kept for `ack()` (ack=manual). Inline statuses end a pull request."""
-        deliver, source, meta = receiver.deliver, self._source, self.meta
+        deliver, source, meta, mark = receiver.deliver, self._source, self.meta, self._mark
         manual = self.address.options.ack == "manual"
         unacked = self._unacked
 
@@ -433,7 +408,8 @@ class NatsTransport(StreamTransport):
                 puller.received()
             receiver.bytes_in += len(data)
             sequence, delivered, stamp = jetstream.ack_metadata(reply)
-            self._resume_at = sequence + 1
+            if sequence >= self._resume_at:  # a redelivery of an older one must not move it back
+                self._resume_at = sequence + 1
             value = text_message(data)
             if meta:
                 deliver(
@@ -447,7 +423,7 @@ class NatsTransport(StreamTransport):
                         headers=jetstream.parse_headers(headers) if headers else (),
                         timestamp=stamp / 1e9,
                         redelivered=delivered > 1,
-                        token=reply,
+                        token=(mark, reply),
                     )
                 )
             else:
@@ -475,18 +451,33 @@ class NatsTransport(StreamTransport):
 
     async def ack(self, envelopes: Sequence[Envelope]) -> None:
         """ack=manual: acknowledge these messages, and return once the server has them."""
+        self._check_own(envelopes)  # all of them, before any acknowledgement goes out
         client = self._client
         if client is None or not client.is_connected:
             raise self._link_down()
         unacked = self._unacked
         for envelope in envelopes:
-            token = envelope.token
-            if not isinstance(token, bytes) or not token.startswith(b"$JS.ACK."):
-                raise TypeError(f"ack(): {envelope!r} was not read from a JetStream stream")
-            await client.publish(token.decode())
-            if envelope.offset is not None and unacked.get(envelope.offset) == token:
+            reply = envelope.token[1]
+            await client.publish(reply.decode())
+            if envelope.offset is not None and unacked.get(envelope.offset) == reply:
                 del unacked[envelope.offset]
         await client.flush(timeout=CONNECT_TIMEOUT)
+
+    def _check_own(self, envelopes: Sequence[Envelope]) -> None:
+        """ArgumentError unless every envelope was read through JetStream by this
+        connection (another one with the same address has another mark in its tokens)."""
+        for envelope in envelopes:
+            token = envelope.token
+            if (
+                envelope.source != self._source
+                or type(token) is not tuple
+                or len(token) != 2
+                or token[0] is not self._mark
+            ):
+                raise ArgumentError(
+                    f"ack(): {envelope.source} offset {envelope.offset} was not read from "
+                    f"this nats:// connection (topic {self.subject}, stream {self.stream})"
+                )
 
     async def _find_stream(self, client: Any, where: str) -> None:
         """confirm=true: the JetStream stream that stores the subject, or a clear refusal."""
@@ -639,9 +630,9 @@ class NatsTransport(StreamTransport):
         """What a JetStream reader tells the server before it leaves: unacknowledged
         messages (ack=manual) go back to the stream now rather than after the ack wait, and
         an ephemeral consumer is deleted."""
+        if self._unacked:  # they come again: a new ephemeral starts at the oldest of them
+            self._resume_at = min(self._unacked)
         unacked, self._unacked = list(self._unacked.values()), {}
-        if unacked:
-            self._resume_at = 0  # they come again; an ephemeral starts afresh at them
         ephemeral = self._consumer if self.durable is None else ""
         stream, inbox, self._inbox = self.stream, self._inbox, None
 

@@ -41,9 +41,17 @@ from clickhouse_driver import errors as driver_errors
 from urllib3 import Timeout as HttpTimeout
 
 from ...address import Address, redact
-from ...errors import AddressError, ConnectError, DatabaseError, DialError
+from ...errors import AddressError, ArgumentError, ConnectError, DatabaseError, DialError
 from ..interfaces import DatabaseBackend
-from ..sql import Result, bind, listify, rows_result, status_result
+from ..sql import (
+    BATCH_RETURNS_ROWS,
+    Result,
+    bind,
+    changed_rows,
+    listify,
+    rows_result,
+    status_result,
+)
 
 __all__ = ["ClickhouseBackend", "parse_clickhouse_target"]
 
@@ -363,6 +371,8 @@ class ClickhouseBackend(DatabaseBackend):
         if client is None:
             raise DatabaseError("connection is closed")
         bind(sql, tuple(rows[0]), "pyformat", EXTRA_PARAMETER_TYPES)
+        if _returns_rows(sql):
+            raise ArgumentError(BATCH_RETURNS_ROWS)
         plan = _placeholder_insert(sql)
         if plan is not None and plan[2] == len(rows[0]):
             head = plan[0]
@@ -376,7 +386,7 @@ class ClickhouseBackend(DatabaseBackend):
                 summary = client.insert(target.group("table"), rows, column_names=names)
                 return int(summary.written_rows)
         run = self._native if self.kind == "tcp" else self._connect_client
-        return sum(run(sql, tuple(row))["rowcount"] for row in rows)
+        return sum(changed_rows(run(sql, tuple(row))) for row in rows)
 
     async def close(self) -> None:
         client, self._client = self._client, None

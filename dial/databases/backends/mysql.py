@@ -34,6 +34,7 @@ from ..sql import (
     PARAMETER_TYPES,
     Result,
     bind,
+    changed_rows,
     listify,
     rows_result,
     status_result,
@@ -367,10 +368,9 @@ class MysqlBackend(DatabaseBackend):
         return total
 
     async def _run_status(self, connection: aiomysql.Connection, query: str) -> int:
-        """One statement that returns no rows: its affected-row count."""
-        result = await self._run(connection, query)
-        count: int = result.get("rowcount", 0)
-        return count
+        """One statement that returns no rows: its affected-row count (one that returns
+        rows is refused, `sql.changed_rows`)."""
+        return changed_rows(await self._run(connection, query))
 
     def abort(self) -> None:
         connection, self._connection = self._connection, None

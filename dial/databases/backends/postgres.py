@@ -23,9 +23,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import asyncpg
 
 from ...address import Address, redact
-from ...errors import AddressError, ConnectError, DatabaseError
+from ...errors import AddressError, ArgumentError, ConnectError, DatabaseError
 from ..interfaces import DatabaseBackend, input_probe
-from ..sql import Result, bind, rows_result, status_result
+from ..sql import BATCH_RETURNS_ROWS, Result, bind, rows_result, status_result
 
 __all__ = ["PostgresBackend", "parse_postgres_target"]
 
@@ -165,6 +165,41 @@ def _one_row_per_execution(query: str) -> bool:
     return _PLAIN_INSERT.match(query) is not None and _NOT_PLAIN.search(query) is None
 
 
+_DRIVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+#: asyncpg names a bad value in an `executemany` batch by its 0-based element number.
+_BATCH_ELEMENT = re.compile(r" in element #(\d+) of executemany\(\) sequence")
+
+
+def _failure(exc: BaseException, row: int | None = None) -> DatabaseError:
+    """An asyncpg (or socket) exception -> the reason for the user; `row` (1-based), or the
+    row asyncpg's batch names, leads the reason."""
+    if isinstance(exc, OSError):
+        reason = f"connection lost: {exc.strerror or exc}"
+    elif isinstance(exc, asyncpg.PostgresError):
+        reason = f"{exc} (SQLSTATE {exc.sqlstate})"
+    else:
+        reason = str(exc)
+    element = _BATCH_ELEMENT.search(reason)
+    if element is not None:
+        row = int(element.group(1)) + 1
+        reason = reason[: element.start()] + reason[element.end() :]
+    return DatabaseError(f"postgres: row {row}: {reason}" if row else f"postgres: {reason}")
+
+
+class _DriverErrors:
+    """`with _driver_errors:` turns what asyncpg raises into `_failure`'s reason."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, _DRIVER_FAILURES):
+            raise _failure(exc) from None
+
+
+_driver_errors = _DriverErrors()
+
+
 class PostgresBackend(DatabaseBackend):
     def __init__(self, address: Address) -> None:
         super().__init__(address)
@@ -213,7 +248,7 @@ class PostgresBackend(DatabaseBackend):
         if connection is None:
             raise DatabaseError("connection is closed")
         query = bind(sql, params, "numeric", EXTRA_PARAMETER_TYPES) if params else sql
-        try:
+        with _driver_errors:
             try:
                 records, status, _ = await connection._execute(
                     query, params, 0, None, return_status=True
@@ -235,40 +270,36 @@ class PostgresBackend(DatabaseBackend):
                 self._no_columns.clear()
             self._no_columns.add(query)
             return status_result(_rowcount(status))
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"postgres: {exc} (SQLSTATE {exc.sqlstate})") from None
-        except asyncpg.InterfaceError as exc:
-            raise DatabaseError(f"postgres: {exc}") from None
-        except OSError as exc:
-            raise DatabaseError(f"postgres: connection lost: {exc.strerror or exc}") from None
 
     async def execute_many(self, sql: str, rows: list[Sequence[Any]]) -> int:
         """asyncpg's `executemany` (atomic: one implicit transaction, or the user's) for a
         plain `INSERT ... VALUES`, where every row inserts exactly one (asyncpg reports no
         counts from a batch; a BEFORE trigger that skips rows is not seen). Any other
-        statement runs row by row in one transaction, counting what each reports."""
+        statement runs row by row in one transaction, counting what each reports; one that
+        returns rows (a SELECT, `RETURNING`) is refused before any row runs."""
         connection = self._connection
         if connection is None:
             raise DatabaseError("connection is closed")
         query = bind(sql, tuple(rows[0]), "numeric", EXTRA_PARAMETER_TYPES)
-        try:
+        with _driver_errors:
             if _one_row_per_execution(query):
                 await connection.executemany(query, rows)
                 return len(rows)
+            # Prepared once here (and cached for the rows): its columns tell what it returns.
+            statement = await connection._get_statement(query, None)
+            if statement._get_attributes():
+                raise ArgumentError(BATCH_RETURNS_ROWS)
             total = 0
             async with connection.transaction():
-                for row in rows:
-                    _, status, _ = await connection._execute(
-                        query, row, 0, None, return_status=True
-                    )
+                for number, row in enumerate(rows, 1):
+                    try:
+                        _, status, _ = await connection._execute(
+                            query, row, 0, None, return_status=True
+                        )
+                    except _DRIVER_FAILURES as exc:
+                        raise _failure(exc, number) from None
                     total += _rowcount(status)
             return total
-        except asyncpg.PostgresError as exc:
-            raise DatabaseError(f"postgres: {exc} (SQLSTATE {exc.sqlstate})") from None
-        except asyncpg.InterfaceError as exc:
-            raise DatabaseError(f"postgres: {exc}") from None
-        except OSError as exc:
-            raise DatabaseError(f"postgres: connection lost: {exc.strerror or exc}") from None
 
     def abort(self) -> None:
         connection, self._connection = self._connection, None

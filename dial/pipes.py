@@ -34,30 +34,37 @@ the broker flags as redelivered (AMQP, JetStream), plus, for a database sink, th
 (source, topic, partition, offset) is at or below the highest offset already in the table when
 the run started. A replay it cannot recognise (a Kafka source into a stream sink) is not counted.
 
+Throughput: up to `IN_FLIGHT` batches to a confirming stream sink are on their way at once;
+the source is acknowledged in order as their confirmations come back. The sink is dialled
+before the source, so a feed that floods from its first frame is not read before there is
+somewhere to put it; `Pipe.ready` is set once both ends are up.
+
 Backpressure: while the sink is behind, the pipe does not read; a broker or database source
 then holds its backlog (nothing lost). A source that cannot wait (an exchange feed) drops the
-oldest messages of its 2000-message buffer: `dropped` counts them.
+oldest messages of its 2000-message buffer: `dropped` counts them. For such a source a batch
+is capped at half the buffer, so waiting for one batch never forces a drop by itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import json
 import logging
 import re
-import sys
 import threading
 import time
-import types
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .address import Address, parse, redact
+from .buffer import CAPACITY
 from .envelope import Envelope, Record, received_now
-from .errors import ArgumentError, DialError, describe_error
+from .errors import ArgumentError, DialError
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -79,11 +86,13 @@ __all__ = [
 log = logging.getLogger("dial")
 
 DEFAULT_TABLE = "dial_messages"
-DEFAULT_BATCH = 500  # messages per sink write (one exec_many, one round of confirmations)
+DEFAULT_BATCH = 500  # messages per sink write (one exec_many, one receipt to wait for)
 DEFAULT_LINGER = 0.1  # seconds a partial batch waits for more before it is written
 DEFAULT_RETRY = 30.0  # seconds a failing sink is retried before the pipe gives up
 POLL_MS = 200  # read slice: how soon a stop request is noticed when the source is idle
 CONFIRM_TIMEOUT = 30.0
+IN_FLIGHT = 4  # confirmed batches on their way to a stream sink at once
+IN_FLIGHT_POLL_MS = 5  # read slice while batches await confirmation: acks go out promptly
 DATABASE_SCHEMES = frozenset({"sqlite3", "mysql", "postgres", "postgresql", "clickhouse"})
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
@@ -290,13 +299,108 @@ def _converter(
 # -- sinks ------------------------------------------------------------------------------------
 
 
+class Pending:
+    """A batch on its way to the sink: `wait` until it is settled, then `failure()` is None
+    (the batch is safe) or the reason it is not."""
+
+    def done(self) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def wait(self, seconds: float) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def failure(self) -> str | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def give_up(self, reason: str) -> None:
+        """Stop waiting: what is still unsettled fails with `reason`."""
+
+
+class Settled(Pending):
+    """A batch whose outcome was known when it was submitted (a synchronous sink)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str | None) -> None:
+        self.reason = reason
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, seconds: float) -> bool:
+        return True
+
+    def failure(self) -> str | None:
+        return self.reason
+
+
+class BatchReceipt(Pending):
+    """The confirmations of one batch of confirmed writes, counted on the session's loop:
+    one event per batch instead of a future, a shield and a timer per message."""
+
+    __slots__ = ("failures", "finished", "left", "queued")
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.failures: list[str] = []
+        self.queued: Callable[[str], None] | None = None  # Session.confirm_many's give_up
+        self.finished = threading.Event()
+        if not size:
+            self.finished.set()
+
+    def settle(self, error: str | None) -> None:
+        """One message answered (loop thread, once per message)."""
+        if error is not None:
+            self.failures.append(error)
+        self.left -= 1
+        if not self.left:
+            self.finished.set()
+
+    def done(self) -> bool:
+        return self.finished.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self.finished.wait(seconds)
+
+    def failure(self) -> str | None:
+        failures = self.failures
+        return f"{len(failures)} not confirmed: {failures[0]}" if failures else None
+
+    def give_up(self, reason: str) -> None:
+        if self.queued is not None:
+            self.queued(reason)
+
+
+class InThread(Pending):
+    """A batch written by the sink's own worker thread (a database insert)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Future[str | None]) -> None:
+        self.future = future
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def wait(self, seconds: float) -> bool:
+        futures_wait([self.future], seconds)
+        return self.future.done()
+
+    def failure(self) -> str | None:
+        return self.future.result()
+
+
 class Sink:
-    """Where batches go. `write` returns None once the batch is safe, else the reason."""
+    """Where batches go. `write` returns None once the batch is safe, else the reason;
+    `submit` may return before that (a sink that keeps several batches in flight)."""
 
     reconnects = 0
 
     def write(self, batch: Sequence[Outgoing]) -> str | None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def submit(self, batch: Sequence[Outgoing]) -> Pending:
+        return Settled(self.write(batch))
 
     def seen_before(self, envelope: Envelope) -> bool:
         return False
@@ -316,7 +420,10 @@ class StreamSink(Sink):
         self.session: Session = session_of(connection)
         fields = self.session.transport.record_fields
         self.carries_key = "key" in fields
-        self.write = self._write_confirmed if self.session.confirm else self._write_plain  # type: ignore[method-assign]
+        if self.session.confirm:
+            self.submit = self._submit_confirmed  # type: ignore[method-assign]
+        else:
+            self.write = self._write_plain  # type: ignore[method-assign]
 
     @property
     def reconnects(self) -> int:  # type: ignore[override]
@@ -327,25 +434,21 @@ class StreamSink(Sink):
             return Record(item.value, item.key)
         return item.value
 
-    def _write_confirmed(self, batch: Sequence[Outgoing]) -> str | None:
-        from .reactor import reactor
+    def write(self, batch: Sequence[Outgoing]) -> str | None:
+        pending = self.submit(batch)
+        return settled_outcome(pending)
 
-        messages = [self._message(item) for item in batch]
+    def _submit_confirmed(self, batch: Sequence[Outgoing]) -> Pending:
+        """Queue every message as a confirmed write, in order, without waiting: the session
+        sends them through its one outbox and settles each with the broker's answer (Kafka
+        answers a whole producer batch with one receipt)."""
         session = self.session
-
-        async def confirm_all() -> list[str | None]:
-            return list(
-                await asyncio.gather(
-                    *(session.write_confirmed_async(m, CONFIRM_TIMEOUT) for m in messages)
-                )
-            )
-
-        try:
-            outcomes = reactor.call(confirm_all(), CONFIRM_TIMEOUT + 5.0)
-        except Exception as exc:
-            return describe_error(exc)
-        failures = [reason for reason in outcomes if reason is not None]
-        return f"{len(failures)} not confirmed: {failures[0]}" if failures else None
+        if session.state != "open":
+            return Settled(f"not connected ({session.last_reason or session.state})")
+        receipt = BatchReceipt(len(batch))
+        message = self._message
+        receipt.queued = session.confirm_many([message(item) for item in batch], receipt.settle)
+        return receipt
 
     def _write_plain(self, batch: Sequence[Outgoing]) -> str | None:
         session, write = self.session, self.connection.write
@@ -417,6 +520,14 @@ class DatabaseSink(Sink):
         self.insert = f"INSERT INTO {table} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         self._create()
         self.stored: dict[tuple[str, str | None, int | None], int] = {}
+        self._writer: ThreadPoolExecutor | None = None
+
+    def submit(self, batch: Sequence[Outgoing]) -> Pending:
+        """Insert in one worker thread, in order, while the pipe reads the next batch (the
+        raw loop's executor does the same)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="dial-pipe-insert")
+        return InThread(self._writer.submit(self.write, batch))
 
     def _create(self) -> None:
         """CREATE TABLE IF NOT EXISTS; a ClickHouse older than 20.1 (no DateTime64) gets
@@ -480,7 +591,21 @@ class DatabaseSink(Sink):
         return None
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)  # an insert under way finishes first
         self.db.close()
+
+
+def settled_outcome(pending: Pending) -> str | None:
+    """Wait for a submitted batch (at most CONFIRM_TIMEOUT, then its writes are given up and
+    their final word taken): None when it is safe, else why not."""
+    if pending.wait(CONFIRM_TIMEOUT):
+        return pending.failure()
+    reason = f"not confirmed within {CONFIRM_TIMEOUT:g} s"
+    pending.give_up(reason)
+    if pending.wait(5.0):
+        return pending.failure()
+    return reason
 
 
 def open_sink(dst: str, table: str, timeout: float) -> Sink:
@@ -496,9 +621,20 @@ def open_sink(dst: str, table: str, timeout: float) -> Sink:
 # -- the pipe ---------------------------------------------------------------------------------
 
 
+@dataclass
+class InFlight:
+    """A batch submitted to the sink, with what to count and acknowledge once it is safe."""
+
+    pending: Pending
+    batch: list[Outgoing]
+    envelopes: list[Envelope]
+    replayed: int
+
+
 class Pipe:
     """One running pipe: `run()` moves messages until `stop()` (any thread), `count`
-    messages, or an end fails; `progress()` is a live snapshot for status lines."""
+    messages, or an end fails; `progress()` is a live snapshot for status lines, and
+    `ready` is set once both ends are dialled (the sink first)."""
 
     def __init__(
         self,
@@ -534,6 +670,10 @@ class Pipe:
         self.batch, self.linger, self.count, self.timeout = batch, linger, count, timeout
         self.retry = retry
         self.stopping = stop or threading.Event()
+        self.ready = threading.Event()
+        self._in_flight: deque[InFlight] = deque()
+        self._acks = False
+        self._convert = _converter(None, None, False)
         self.started = time.monotonic()
         self._counts = PipeResult()
         self._source: Connection | None = None
@@ -576,28 +716,36 @@ class Pipe:
         from .dialer import stream
 
         self.started = time.monotonic()
-        source = stream(self.src_address, self.timeout, raise_errors=True)
-        self._source = source
-        try:
-            sink = open_sink(self.dst, self.table, self.timeout)
-        except BaseException:
-            source.close()
-            raise
+        sink = open_sink(self.dst, self.table, self.timeout)  # first: a feed floods at once
         self._sink = sink
+        try:
+            source = stream(self.src_address, self.timeout, raise_errors=True)
+        except BaseException:
+            sink.close()
+            raise
+        self._source = source
+        self.ready.set()
         try:
             reason = self._move(source, sink)
         except PipeError as error:
             error.result = self.progress()
             raise
         finally:
-            sink.close()
             source.close()
+            sink.close()
         result = replace(self.progress(), reason=reason, lag=0)
         if reason.startswith("source"):
             lost = PipeError(reason)
             lost.result = result
             raise lost
         return result
+
+    def _batch_limit(self, session: Session) -> int:
+        """`batch`, but for a source that cannot wait at most half its buffer: reading one
+        batch must never need more than the buffer holds."""
+        if session.transport.holds_backlog:
+            return self.batch
+        return max(1, min(self.batch, CAPACITY // 2))
 
     def _move(self, source: Connection, sink: Sink) -> str:
         from .connection import session_of
@@ -608,15 +756,23 @@ class Pipe:
             sink.remember_offsets(shown)
         keep_key = isinstance(sink, StreamSink) and sink.carries_key
         keep_key = keep_key and parse(self.dst).scheme == "kafka"
-        convert = _converter(self.transform, self.key, keep_key)
-        acks = session.address.options.ack == "manual"
-        buffer, limit, wanted = session.buffer, self.batch, self.count
+        self._convert = _converter(self.transform, self.key, keep_key)
+        self._acks = session.address.options.ack == "manual"
+        self._in_flight.clear()
+        reason = self._pump(source, sink, session, shown)
+        self._settle(sink, source, block=True, everything=True)  # only a clean end waits
+        self._set_lag(0)
+        return reason
+
+    def _pump(self, source: Connection, sink: Sink, session: Session, shown: str) -> str:
+        """Read, batch and submit until the pipe should end; returns why."""
+        buffer, limit, wanted = session.buffer, self._batch_limit(session), self.count
         pending: list[Envelope] = []
         first_at = 0.0
         read = 0
         while True:
             if self.stopping.is_set():
-                self._flush(pending, convert, sink, source, acks)
+                self._submit(pending, sink, source)
                 return "stopped"
             room = limit - len(pending)
             if wanted is not None:
@@ -624,11 +780,13 @@ class Pipe:
             if pending:
                 left = max(0.0, self.linger - (time.monotonic() - first_at)) * 1000
                 wait = min(left, POLL_MS)  # a stop request is still noticed soon
-                items = buffer.read_many(room, wait if wait >= 1 else -1)
             else:
-                items = buffer.read_many(room, POLL_MS)
+                wait = POLL_MS
+            if self._in_flight:
+                wait = min(wait, IN_FLIGHT_POLL_MS)
+            items = buffer.read_many(room, wait if wait >= 1 else -1)
             if items and items[0] == "" and not source.connected:
-                self._flush(pending, convert, sink, source, acks)
+                self._submit(pending, sink, source)
                 return f"source closed: {session.last_reason or 'connection lost'}"
             if items:
                 if not pending:
@@ -636,54 +794,77 @@ class Pipe:
                 pending.extend(_enveloped(items, shown))
                 read += len(items)
                 self._add(read=len(items))
-                self._set_lag(len(pending))
             full = len(pending) >= limit or (wanted is not None and read >= wanted)
             if pending and (full or time.monotonic() - first_at >= self.linger):
-                self._flush(pending, convert, sink, source, acks)
+                self._submit(pending, sink, source)
                 pending = []
+            self._settle(sink, source, block=False)
+            self._set_lag(len(pending) + sum(len(f.envelopes) for f in self._in_flight))
             if wanted is not None and read >= wanted:
                 return "count reached"
 
-    def _flush(
-        self,
-        envelopes: list[Envelope],
-        convert: Callable[[Envelope], Outgoing | None],
-        sink: Sink,
-        source: Connection,
-        acks: bool,
-    ) -> None:
-        """Write one batch (retrying while the sink recovers), then acknowledge it."""
+    def _submit(self, envelopes: list[Envelope], sink: Sink, source: Connection) -> None:
+        """Hand one batch to the sink; with IN_FLIGHT batches already on their way, first
+        wait for the oldest."""
         if not envelopes:
             return
-        batch = [out for out in map(convert, envelopes) if out is not None]
+        batch = [out for out in map(self._convert, envelopes) if out is not None]
         replayed = sum(1 for e in envelopes if e.redelivered or sink.seen_before(e))
-        if batch:
-            self._write_until_safe(sink, batch)
-        if acks:
+        pending = sink.submit(batch) if batch else Settled(None)
+        self._in_flight.append(InFlight(pending, batch, envelopes, replayed))
+        if len(self._in_flight) >= IN_FLIGHT:
+            self._settle(sink, source, block=True)
+
+    def _settle(
+        self, sink: Sink, source: Connection, *, block: bool, everything: bool = False
+    ) -> None:
+        """Acknowledge finished batches in order, oldest first. `block`: wait for the oldest
+        (for all of them with `everything`); a failed batch is written again until it is
+        safe, before anything after it is acknowledged."""
+        in_flight = self._in_flight
+        while in_flight:
+            head = in_flight[0]
+            if not head.pending.done():
+                if not block:
+                    return
+                failure = settled_outcome(head.pending)
+            else:
+                failure = head.pending.failure()
+            if failure is not None:
+                self._write_until_safe(sink, head.batch, failure)
+            in_flight.popleft()
+            self._acknowledge(head, source)
+            if block and not everything:
+                block = False  # room for one more batch: pick up what is done, no more
+
+    def _acknowledge(self, done: InFlight, source: Connection) -> None:
+        envelopes = done.envelopes
+        if self._acks:
             try:
                 source.ack(envelopes)
             except Exception as exc:  # the link dropped: they come again after the reconnect
                 log.info("pipe: ack of %d message(s) failed: %s", len(envelopes), exc)
+        written = len(done.batch)
         self._add(
-            written=len(batch),
-            filtered=len(envelopes) - len(batch),
-            replayed=replayed,
-            batches=1 if batch else 0,
+            written=written,
+            filtered=len(envelopes) - written,
+            replayed=done.replayed,
+            batches=1 if written else 0,
         )
-        self._set_lag(0)
 
-    def _write_until_safe(self, sink: Sink, batch: list[Outgoing]) -> None:
+    def _write_until_safe(self, sink: Sink, batch: list[Outgoing], failed: str) -> None:
+        """A batch failed: write it again (in order, nothing else in between) until the sink
+        has it, for at most `retry` seconds."""
         deadline = time.monotonic() + self.retry
         delay = 0.1
-        while True:
-            failure = sink.write(batch)
-            if failure is None:
-                return
+        failure: str | None = failed
+        while failure is not None:
             if time.monotonic() >= deadline:
                 raise PipeError(f"sink failed for {self.retry:g} s: {failure}")
             log.info("pipe: sink write failed (%s); retrying the batch", failure)
             time.sleep(delay)  # a stop request still waits for the batch: nothing is lost
             delay = min(delay * 2, 2.0)
+            failure = settled_outcome(sink.submit(batch))
 
 
 def envelope_for(item: Any, source: str, received_at: float | None = None) -> Envelope:
@@ -738,14 +919,3 @@ def pipe(
         retry=retry,
         stop=stop,
     ).run()
-
-
-class _CallableModule(types.ModuleType):
-    """Importing `dial.pipe` makes it an attribute of `dial` that shadows the function;
-    the module itself is callable, so `dial.pipe(src, dst)` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> PipeResult:
-        return pipe(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
