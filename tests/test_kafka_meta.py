@@ -388,7 +388,7 @@ def test_ack_refuses_envelopes_read_by_another_connection(kafka: int, single: st
             own.partition,
             own.offset,
         )
-        with pytest.raises(ArgumentError, match="was not read from this connection"):
+        with pytest.raises(ArgumentError, match="was not read from this kafka:// connection"):
             conn.ack([own, foreign])
         assert committed_offsets(kafka, single, group) == {0: own.offset}  # the join's start only
         conn.ack(own)

@@ -76,10 +76,10 @@ from yarl import URL
 from ..address import Address, redact, split_host_port
 from ..buffer import CAPACITY, Message, text_message
 from ..envelope import Envelope, Headers, Record, received_now
-from ..errors import AddressError, ArgumentError, ConnectError
+from ..errors import AddressError, ConnectError
 from ._query import os_reason, parse_bool, parse_target
 from ._teardown import run_to_end
-from .base import Receiver, StreamTransport
+from .base import Receiver, StreamTransport, refuse_foreign
 
 __all__ = ["AmqpTransport"]
 
@@ -428,7 +428,13 @@ class AmqpTransport(StreamTransport):
         envelopes of an earlier link (requeued with it) and repeats are skipped, envelopes
         of another connection refused (ArgumentError, before anything is acknowledged). One
         `multiple` ack covers the oldest run of tags, single acks the rest."""
-        self._check_own(envelopes)
+        refuse_foreign(
+            envelopes,
+            source=self.source,
+            mark=self._mark,
+            size=3,
+            reader=f"amqp:// connection (queue {self.queue})",
+        )
         underlay, link_id, unacked = self._underlay, self._link_id, self._unacked
         if underlay is None or link_id is None:
             raise ConnectionError("amqp link is down")
@@ -451,22 +457,6 @@ class AmqpTransport(StreamTransport):
                 await underlay.basic_ack(tag, multiple=False, wait=False)
         except aiormq.exceptions.AMQPError as exc:  # the channel closed under us
             raise ConnectionError(f"amqp link is down: {describe(exc)}") from None
-
-    def _check_own(self, envelopes: Sequence[Envelope]) -> None:
-        """ArgumentError unless every envelope was read by this connection with
-        `ack=manual` (another one with the same address has another mark in its tokens)."""
-        for envelope in envelopes:
-            token = envelope.token
-            if (
-                envelope.source != self.source
-                or type(token) is not tuple
-                or len(token) != 3
-                or token[0] is not self._mark
-            ):
-                raise ArgumentError(
-                    f"ack(): {envelope.source} was not read from this amqp:// connection "
-                    f"(queue {self.queue}) with ack=manual"
-                )
 
     def _consumer_priority(self) -> tuple[int, float]:
         """The priority for a new consumer: above every consumer of an earlier link that the

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 from ..address import Address
 from ..buffer import Item, Message, MessageBuffer
 from ..envelope import Envelope, Record
-from ..errors import AddressError
+from ..errors import AddressError, ArgumentError
 
-__all__ = ["UNIVERSAL_OPTIONS", "Receiver", "StreamTransport"]
+__all__ = ["UNIVERSAL_OPTIONS", "Receiver", "StreamTransport", "refuse_foreign"]
 
 
 class Receiver:
@@ -186,6 +186,27 @@ class StreamTransport(ABC):
             raise AddressError(
                 f"option ping: {self.address.scheme}:// has no ping frame; add pingText=TEXT "
                 "to send a text heartbeat (and pongText=TEXT for its answer)"
+            )
+
+
+def refuse_foreign(
+    envelopes: Sequence[Envelope], *, source: str, mark: object, size: int, reader: str
+) -> None:
+    """ArgumentError unless every envelope was read by the connection whose tokens are
+    `(mark, ...)` tuples of `size` items: another connection with the same address has
+    another mark. Checked for all of them before any acknowledgement goes out."""
+    for envelope in envelopes:
+        token = envelope.token
+        if (
+            envelope.source != source
+            or type(token) is not tuple
+            or len(token) != size
+            or token[0] is not mark
+        ):
+            offset = "" if envelope.offset is None else f" offset {envelope.offset}"
+            raise ArgumentError(
+                f"ack(): {envelope.source}{offset} was not read from this {reader} with "
+                "ack=manual; nothing was acknowledged"
             )
 
 

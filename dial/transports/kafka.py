@@ -60,10 +60,10 @@ from aiokafka.partitioner import DefaultPartitioner
 from ..address import Address, redact, split_host_port
 from ..buffer import CAPACITY, Message, text_message
 from ..envelope import Envelope, Headers, Record, received_now
-from ..errors import AddressError, ArgumentError, ConnectError
+from ..errors import AddressError, ConnectError
 from ._query import parse_target
 from ._teardown import run_to_end
-from .base import Receiver, StreamTransport
+from .base import Receiver, StreamTransport, refuse_foreign
 
 __all__ = ["KafkaTransport", "partition_for_key"]
 
@@ -175,6 +175,7 @@ class KafkaTransport(StreamTransport):
             )
         self.topic = topic
         self._source = redact(address.url)  # the envelopes' source: what ack() accepts
+        self._mark = object()  # in every envelope's token: (mark, partition), checked by ack()
         self.group = target.query.get("group")
         self.start: StartAt = parse_start(target.query.get("offset", "latest"), shown)
         self.manual_ack = address.options.ack == "manual"
@@ -414,14 +415,14 @@ class KafkaTransport(StreamTransport):
                     positions[tp] = records[-1].offset + 1
 
     def _envelope_hand_over(self, receiver: Receiver) -> HandOver:
-        """meta=true: each record as an `Envelope` (its token, the partition, is what
-        `ack()` commits to)."""
+        """meta=true: each record as an `Envelope` (its token, this connection's mark and
+        the partition, is what `ack()` checks and commits to)."""
         deliver_many = receiver.batch_delivery()
-        source = self._source
-        topic = self.topic
+        source, topic, mark = self._source, self.topic, self._mark
 
         def hand_over(tp: TopicPartition, records: Sequence[Any]) -> None:
             received_at = received_now()
+            token = (mark, tp)
             partition = tp.partition
             size = 0
             envelopes = []
@@ -445,7 +446,7 @@ class KafkaTransport(StreamTransport):
                         _headers_of(record.headers) if record.headers else (),
                         stamp / 1000 if stamp is not None and stamp >= 0 else None,
                         None,
-                        tp,
+                        token,
                     )
                 )
             if envelopes:
@@ -504,14 +505,16 @@ class KafkaTransport(StreamTransport):
 
     def _next_offsets(self, envelopes: Sequence[Envelope]) -> dict[TopicPartition, int]:
         """Per partition, the offset after the highest acknowledged one."""
+        refuse_foreign(
+            envelopes,
+            source=self._source,
+            mark=self._mark,
+            size=2,
+            reader=f"kafka:// connection ({self._source})",
+        )
         wanted: dict[TopicPartition, int] = {}
         for envelope in envelopes:
-            tp = envelope.token
-            if envelope.source != self._source or type(tp) is not TopicPartition:
-                raise ArgumentError(
-                    f"ack(): {envelope.source} offset {envelope.offset} was not read from "
-                    f"this connection ({self._source}); nothing was acknowledged"
-                )
+            tp = envelope.token[1]
             following = envelope.offset + 1  # type: ignore[operator]  # set with the token
             if following > wanted.get(tp, -1):
                 wanted[tp] = following

@@ -58,11 +58,11 @@ from nats.aio.client import Client as NatsClient
 from ..address import Address, redact, split_host_port
 from ..buffer import Item, Message, text_message
 from ..envelope import Envelope, Headers, Record, received_now
-from ..errors import AddressError, ArgumentError, ConnectError
+from ..errors import AddressError, ConnectError
 from . import jetstream
 from ._query import os_reason, parse_target
 from ._teardown import run_to_end
-from .base import Receiver, StreamTransport
+from .base import Receiver, StreamTransport, refuse_foreign
 
 __all__ = ["NatsTransport"]
 
@@ -451,7 +451,13 @@ class NatsTransport(StreamTransport):
 
     async def ack(self, envelopes: Sequence[Envelope]) -> None:
         """ack=manual: acknowledge these messages, and return once the server has them."""
-        self._check_own(envelopes)  # all of them, before any acknowledgement goes out
+        refuse_foreign(
+            envelopes,
+            source=self._source,
+            mark=self._mark,
+            size=2,
+            reader=f"nats:// connection (topic {self.subject}, stream {self.stream})",
+        )
         client = self._client
         if client is None or not client.is_connected:
             raise self._link_down()
@@ -462,22 +468,6 @@ class NatsTransport(StreamTransport):
             if envelope.offset is not None and unacked.get(envelope.offset) == reply:
                 del unacked[envelope.offset]
         await client.flush(timeout=CONNECT_TIMEOUT)
-
-    def _check_own(self, envelopes: Sequence[Envelope]) -> None:
-        """ArgumentError unless every envelope was read through JetStream by this
-        connection (another one with the same address has another mark in its tokens)."""
-        for envelope in envelopes:
-            token = envelope.token
-            if (
-                envelope.source != self._source
-                or type(token) is not tuple
-                or len(token) != 2
-                or token[0] is not self._mark
-            ):
-                raise ArgumentError(
-                    f"ack(): {envelope.source} offset {envelope.offset} was not read from "
-                    f"this nats:// connection (topic {self.subject}, stream {self.stream})"
-                )
 
     async def _find_stream(self, client: Any, where: str) -> None:
         """confirm=true: the JetStream stream that stores the subject, or a clear refusal."""
