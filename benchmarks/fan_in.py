@@ -10,7 +10,12 @@ costs (RSS growth of dialling them all before the pushes start, divided by their
 drops (buffer overflows and sequence gaps). The run only counts with 0 drops. First, the same
 feeds are read by raw picows on one asyncio loop (no Dial): the floor this machine allows.
 
-    python benchmarks/fan_in.py [--connections 500] [--rate 200] [--seconds 10]
+`--api aio` reads them with `dial.aio` instead: every connection dialled on one `asyncio.run`
+loop (its sessions run there, no reactor thread in the path) and read by one task each with
+`await conn.read_many(2000, 500)`. `--progress` prints, every second on stderr, how many
+connections are dialled and reading and how many messages arrived (to see where a run stops).
+
+    python benchmarks/fan_in.py [--api sync|aio] [--connections 500] [--rate 200] [--seconds 10]
 
 Targets (issue 13): 100k msg/s over 500 connections using < 1.5 cores, p99 < 10 ms,
 < 64 KB per idle connection, 0 drops.
@@ -28,6 +33,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 PAD = 100
@@ -44,7 +50,7 @@ class Pusher:
         self.sequence: list[int] = []
 
     def listener(self, request: Any) -> Any:
-        from picows import WSListener
+        from picows import WSListener, WSMsgType
 
         pusher = self
 
@@ -53,6 +59,14 @@ class Pusher:
                 if request.path != b"/warmup":  # the client's warm-up is not a feed
                     pusher.links.append(transport)
                     pusher.sequence.append(0)
+
+            def on_ws_frame(self, transport: Any, frame: Any) -> None:
+                """Answer a client's CLOSE (picows leaves that to us): without it every
+                client close() waits out its closing handshake (1 s each, one after
+                another when a loop closes its connections in turn)."""
+                if frame.msg_type == WSMsgType.CLOSE:
+                    transport.send_close(frame.get_close_code(), frame.get_close_message())
+                    transport.disconnect()
 
         return Feed()
 
@@ -156,42 +170,32 @@ def percentile(sorted_samples: array, fraction: float) -> float:
     return sorted_samples[min(len(sorted_samples) - 1, int(len(sorted_samples) * fraction))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--connections", type=int, default=500)
-    parser.add_argument("--rate", type=int, default=200, help="messages/s per connection")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--engine", default=None, help="websockets or picows (default: auto)")
-    parser.add_argument(
-        "--no-baseline", action="store_true", help="skip the raw picows run (the floor)"
-    )
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve:
-        return serve(args.rate, args.seconds)
+@dataclass
+class Outcome:
+    """What one client run measured; `report` prints it."""
 
-    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
-    expected = args.connections * args.rate * round(args.seconds)
-    baseline = None
-    try:
-        import picows  # noqa: F401  - the server, and the baseline client
-    except ImportError:
-        print("fan_in needs picows (pip install '.[fast]'): skipped")
-        return
-    if not args.no_baseline:
-        server, port = start_server(args)
-        baseline = raw_picows(port, args.connections, expected, lambda: say(server, "go"))
-        say(server, "stop")
-        server.wait(10)
-    server, port = start_server(args)
+    api: str
+    engine: str
+    per_connection_kb: float
+    received: int
+    wall: float
+    cpu: float
+    latencies: array
+    gaps: int
+    dropped: int
+    sent: int
+    server_cpu: float
+
+
+def run_sync(args: argparse.Namespace, server: subprocess.Popen[str], url: str) -> Outcome:
+    """The reference client: `Dial` per connection, one thread reading them all with
+    `dial.wait` + `read_many` (the sessions run on dialkit's reactor thread)."""
     assert server.stdout is not None
-
     import dial
     from dial import Dial
     from dial.connection import session_of
 
-    options = f"|engine={args.engine}" if args.engine else ""
-    url = f"ws://127.0.0.1:{port}/fan{options}"
+    expected = args.connections * args.rate * round(args.seconds)
     Dial(url.replace("/fan", "/warmup")).close()  # warm up: imports, the reactor thread
     gc.collect()
     before = rss_kb()
@@ -238,23 +242,132 @@ def main() -> None:
     server.wait(10)
     for conn in conns:
         conn.close()
+    api = "one reader thread (dial.wait + read_many)"
+    return Outcome(
+        api, engine, per_connection, received, wall, cpu, latencies, gaps, dropped,
+        int(sent), float(server_cpu),
+    )  # fmt: skip
 
-    ordered = array("d", sorted(latencies))
+
+class AioFanIn:
+    """The `dial.aio` client: every connection on this loop, one reading task each."""
+
+    def __init__(self, args: argparse.Namespace, server: subprocess.Popen[str], url: str):
+        self.args, self.server, self.url = args, server, url
+        self.expected = args.connections * args.rate * round(args.seconds)
+        self.latencies = array("d")
+        self.gaps = self.received = self.dialled = self.reading = 0
+        self.last_at = 0.0  # time.monotonic() of the last batch taken
+        self.phase = "dialling"
+
+    async def run(self) -> Outcome:
+        import dial
+        import dial.aio
+        from dial.connection import session_of
+
+        args, server = self.args, self.server
+        progress = asyncio.ensure_future(self.show_progress()) if args.progress else None
+        warmup = await dial.aio.dial(self.url.replace("/fan", "/warmup"), raise_errors=True)
+        await warmup.close()
+        gc.collect()
+        before = rss_kb()
+        conns = []
+        for _ in range(args.connections):
+            conn = await dial.aio.dial(self.url, timeout=30)
+            assert conn is not None, dial.last_error()
+            conns.append(conn)
+            self.dialled += 1
+        gc.collect()
+        await asyncio.sleep(0.5)
+        per_connection = (rss_kb() - before) / args.connections
+        engine = session_of(conns[0]).transport.engine
+
+        self.phase = "reading"
+        say(server, "go")
+        cpu_start, wall_start = time.process_time(), time.monotonic()
+        self.last_at = wall_start
+        readers = [asyncio.ensure_future(self.read(conn)) for conn in conns]
+        while self.received < self.expected and time.monotonic() - self.last_at < 2.0:
+            await asyncio.sleep(0.05)
+        wall = (self.last_at if self.received else time.monotonic()) - wall_start
+        cpu = time.process_time() - cpu_start
+        self.phase = "closing"
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        sent, server_cpu = (await asyncio.to_thread(self.server_totals)).split()
+        dropped = sum(conn.dropped for conn in conns)
+        say(server, "stop")  # the server goes first: no closing handshakes to wait for
+        await asyncio.to_thread(server.wait, 10)
+        await asyncio.gather(*(conn.close() for conn in conns))
+        if progress is not None:
+            progress.cancel()
+        api = "one loop, a task per connection (dial.aio read_many)"
+        return Outcome(
+            api, engine, per_connection, self.received, wall, cpu, self.latencies,
+            self.gaps, dropped, int(sent), float(server_cpu),
+        )  # fmt: skip
+
+    async def read(self, conn: Any) -> None:
+        """One connection's reader: batches as they come, until the link goes down."""
+        self.reading += 1
+        latencies, monotonic_ns = self.latencies, time.monotonic_ns
+        last_sequence = 0
+        try:
+            while True:
+                batch = await conn.read_many(2000, 500)
+                if batch == [""]:
+                    return  # down (the server went away) and drained
+                if not batch:
+                    continue
+                now = monotonic_ns()
+                for message in batch:
+                    latencies.append((now - int(message[:20])) / 1000.0)
+                    sequence = int(message[21:29])
+                    self.gaps += sequence - last_sequence - 1
+                    last_sequence = sequence
+                self.received += len(batch)
+                self.last_at = time.monotonic()
+        finally:
+            self.reading -= 1
+
+    def server_totals(self) -> str:
+        assert self.server.stdout is not None
+        return self.server.stdout.readline()
+
+    async def show_progress(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            print(
+                f"[{time.monotonic() - started:5.1f} s] {self.phase}: dialled {self.dialled}, "
+                f"reading {self.reading}, received {self.received:,}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def report(args: argparse.Namespace, outcome: Outcome, baseline: tuple | None) -> None:
+    wall, received = outcome.wall, outcome.received
+    ordered = array("d", sorted(outcome.latencies))
     print(
         f"{args.connections} connections x {args.rate} msg/s for {args.seconds:g} s, "
-        f"engine {engine}, one reader thread (dial.wait + read_many)"
+        f"engine {outcome.engine}, {outcome.api}"
     )
-    print(f"sent {int(sent):,}, received {received:,} ({received / wall:,.0f} msg/s)")
-    print(f"client CPU              {cpu / wall:6.2f} cores   (target < 1.5)")
-    print(f"server CPU              {float(server_cpu) / args.seconds:6.2f} cores   (not counted)")
+    print(f"sent {outcome.sent:,}, received {received:,} ({received / wall:,.0f} msg/s)")
+    print(f"client CPU              {outcome.cpu / wall:6.2f} cores   (target < 1.5)")
+    print(f"server CPU              {outcome.server_cpu / args.seconds:6.2f} cores   (not counted)")
+    if ordered:
+        print(
+            f"latency write->read     p50 {percentile(ordered, 0.5) / 1000:7.2f} ms   "
+            f"p99 {percentile(ordered, 0.99) / 1000:7.2f} ms   "
+            f"p99.9 {percentile(ordered, 0.999) / 1000:7.2f} ms   (target p99 < 10 ms)"
+        )
+    print(f"memory per idle conn    {outcome.per_connection_kb:6.1f} KB   (target < 64)")
+    lost = outcome.sent - received
     print(
-        f"latency write->read     p50 {percentile(ordered, 0.5) / 1000:7.2f} ms   "
-        f"p99 {percentile(ordered, 0.99) / 1000:7.2f} ms   "
-        f"p99.9 {percentile(ordered, 0.999) / 1000:7.2f} ms   (target p99 < 10 ms)"
+        f"dropped {outcome.dropped}, sequence gaps {outcome.gaps}, not received {lost}   (target 0)"
     )
-    print(f"memory per idle conn    {per_connection:6.1f} KB   (target < 64)")
-    lost = int(sent) - received
-    print(f"dropped {dropped}, sequence gaps {gaps}, not received {lost}   (target 0)")
     if baseline is not None:
         raw = array("d", sorted(baseline[0]))
         print(
@@ -262,6 +375,47 @@ def main() -> None:
             f"p99 {percentile(raw, 0.99) / 1000:7.2f} ms   "
             f"p99.9 {percentile(raw, 0.999) / 1000:7.2f} ms   CPU {baseline[1]:.2f} cores"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api", choices=("sync", "aio"), default="sync")
+    parser.add_argument("--connections", type=int, default=500)
+    parser.add_argument("--rate", type=int, default=200, help="messages/s per connection")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--engine", default=None, help="websockets or picows (default: auto)")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the raw picows run (the floor)"
+    )
+    parser.add_argument(
+        "--progress", action="store_true", help="aio: print counts every second on stderr"
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(args.rate, args.seconds)
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
+    expected = args.connections * args.rate * round(args.seconds)
+    baseline = None
+    try:
+        import picows  # noqa: F401  - the server, and the baseline client
+    except ImportError:
+        print("fan_in needs picows (pip install '.[fast]'): skipped")
+        return
+    if not args.no_baseline:
+        server, port = start_server(args)
+        baseline = raw_picows(port, args.connections, expected, lambda: say(server, "go"))
+        say(server, "stop")
+        server.wait(10)
+    server, port = start_server(args)
+    options = f"|engine={args.engine}" if args.engine else ""
+    url = f"ws://127.0.0.1:{port}/fan{options}"
+    if args.api == "aio":
+        outcome = asyncio.run(AioFanIn(args, server, url).run())
+    else:
+        outcome = run_sync(args, server, url)
+    report(args, outcome, baseline)
 
 
 if __name__ == "__main__":
