@@ -246,11 +246,10 @@ class AsyncConnection(SessionView):
         the broker accepted it (up to `timeout` s, None: 30 s), else 0. `key` and `headers`
         as for `Connection.write`."""
         session = self._session
+        message, size = self._outgoing(data, key, headers)
         if session.confirm:
-            message, size = self._outgoing(data, key, headers)
             wait = None if timeout is None else write_timeout(timeout)
             return 0 if await session.write_confirmed_async(message, wait) else size
-        message, size = self._outgoing(data, key, headers)
         if session.state != "open":
             return 0
         wait = None if timeout is None else write_timeout(timeout)

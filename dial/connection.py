@@ -263,11 +263,10 @@ class Connection(SessionView):
         `key` (Kafka: the message key, which also picks the partition; AMQP: the routing
         key) and `headers` go with the message where the transport carries them."""
         session = self._session
+        message, size = self._outgoing(data, key, headers)
         if session.confirm:
-            message, size = self._outgoing(data, key, headers)
             wait = None if timeout is None else write_timeout(timeout)
             return 0 if session.write_confirmed(message, wait) else size
-        message, size = self._outgoing(data, key, headers)
         if session.state != "open":
             return 0
         wait = None if timeout is None else write_timeout(timeout)

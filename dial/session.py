@@ -642,19 +642,16 @@ class Session(Receiver):
         for item in items:
             self.enqueue(item)
 
-        def give_up_all() -> None:
+        def give_up_all(reason: str) -> None:
             for item in items:
-                self._give_up(item, reason_given[0])
-
-        reason_given = [""]
+                self._give_up(item, reason)
 
         def give_up(reason: str) -> None:
-            reason_given[0] = reason
             loop = self._loop
             try:
                 if loop is None or loop.is_closed():
                     raise RuntimeError("no loop")
-                loop.call_soon_threadsafe(give_up_all)
+                loop.call_soon_threadsafe(give_up_all, reason)
             except RuntimeError:  # the loop is gone: nothing will answer any more
                 for item in items:
                     if not item.settled:

@@ -30,13 +30,10 @@ import picows
 from picows import WSAutoPingStrategy, WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 from picows import picows as _core
 from picows.version import __version__ as picows_version
-from websockets.exceptions import InvalidURI
 from websockets.headers import build_authorization_basic, build_host
-from websockets.uri import parse_uri
 
-from ..address import Address, redact, split_host_port
+from ..address import Address, redact
 from ..buffer import Item, Message, binary_frame, text_message
-from ..codecs import get_codec
 from ..envelope import Envelope, received_now
 from ..errors import AddressError, ConnectError
 from .base import Receiver, StreamTransport
@@ -50,6 +47,7 @@ from .websocket import (
     WebSocketTransport,
     message_makers,
     settle_pings,
+    ws_endpoint,
 )
 
 __all__ = ["SUPPORTED_PICOWS", "PicowsTransport"]
@@ -332,15 +330,7 @@ class PicowsTransport(StreamTransport):
                 "use engine=websockets (or leave engine unset to choose it automatically)"
             )
         super().__init__(address)
-        split_host_port(address.target, address.scheme, 443 if address.scheme == "wss" else 80)
-        try:
-            self.uri = parse_uri(address.url)
-        except (InvalidURI, ValueError) as exc:
-            raise AddressError(f"{redact(address.url)}: not a WebSocket URL ({exc})") from None
-        options = address.options
-        codec = get_codec(options.compress)
-        self._decode = codec.decode if codec and options.mode in ("recv", "dual") else None
-        self._encode = codec.encode if codec and options.mode in ("send", "dual") else None
+        self.uri, self._decode, self._encode = ws_endpoint(address)
         self._headers = {"User-Agent": USER_AGENT}
         if self.uri.user_info:
             self._headers["Authorization"] = build_authorization_basic(*self.uri.user_info)

@@ -23,7 +23,7 @@ from websockets.extensions.permessage_deflate import enable_client_permessage_de
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
-from websockets.uri import parse_uri
+from websockets.uri import WebSocketURI, parse_uri
 
 from .. import __version__
 from ..address import Address, redact, split_host_port
@@ -52,6 +52,24 @@ MessageMakers = tuple[
     Callable[[Bytes], Item], Callable[[Bytes, Callable[[bytes], bytes | None] | None], Item]
 ]
 PLAIN_MAKERS: MessageMakers = (text_message, binary_frame)
+
+
+def ws_endpoint(
+    address: Address,
+) -> tuple[WebSocketURI, Callable[[bytes], bytes | None] | None, Callable[[bytes], bytes] | None]:
+    """What both engines read off a ws:// or wss:// address: the parsed URL (AddressError
+    when it is not one) and the `compress=` codec's decode and encode halves, as `mode=`
+    asks for them (None: that direction is not compressed)."""
+    split_host_port(address.target, address.scheme, 443 if address.scheme == "wss" else 80)
+    try:
+        uri = parse_uri(address.url)
+    except (InvalidURI, ValueError) as exc:
+        raise AddressError(f"{redact(address.url)}: not a WebSocket URL ({exc})") from None
+    options = address.options
+    codec = get_codec(options.compress)
+    decode = codec.decode if codec and options.mode in ("recv", "dual") else None
+    encode = codec.encode if codec and options.mode in ("send", "dual") else None
+    return uri, decode, encode
 
 
 def message_makers(address: Address) -> MessageMakers:
@@ -247,15 +265,7 @@ class WebSocketTransport(StreamTransport):
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
-        split_host_port(address.target, address.scheme, 443 if address.scheme == "wss" else 80)
-        try:
-            self.uri = parse_uri(address.url)
-        except (InvalidURI, ValueError) as exc:
-            raise AddressError(f"{redact(address.url)}: not a WebSocket URL ({exc})") from None
-        options = address.options
-        codec = get_codec(options.compress)
-        self._decode = codec.decode if codec and options.mode in ("recv", "dual") else None
-        self._encode = codec.encode if codec and options.mode in ("send", "dual") else None
+        self.uri, self._decode, self._encode = ws_endpoint(address)
         self._makers = message_makers(address)
         self._stream: _WebSocketStream | None = None
         self._pings_sent = 0
